@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Starts and stops the local stack as plain processes on loopback:
+#   deploy/stack.sh up     build, start local-s3 and blob-gateway, wait until ready
+#   deploy/stack.sh down   stop exactly the processes `up` started
+#   deploy/stack.sh status show what runs
+# State (S3 data, token key, pid files, logs) lives under $E2EB_STATE_DIR.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+STATE_DIR=${E2EB_STATE_DIR:-.state}
+PROFILE_DIR=${E2EB_TARGET_DIR:-target/debug}
+LOCAL_S3_PORT=${LOCAL_S3_PORT:-9000}
+BLOB_GATEWAY_PORT=${BLOB_GATEWAY_PORT:-50061}
+STARTUP_SECS=${E2EB_STARTUP_SECS:-60}
+
+export LOCAL_S3_LISTEN=127.0.0.1:$LOCAL_S3_PORT
+export LOCAL_S3_DATA_DIR=$STATE_DIR/s3
+export S3_ENDPOINT=${S3_ENDPOINT:-http://127.0.0.1:$LOCAL_S3_PORT}
+export BLOB_GATEWAY_LISTEN=127.0.0.1:$BLOB_GATEWAY_PORT
+export E2EB_TOKEN_KEY_FILE=${E2EB_TOKEN_KEY_FILE:-$STATE_DIR/token-signing.key}
+
+PIDS=$STATE_DIR/pids
+LOGS=$STATE_DIR/logs
+# Start order; `down` stops in reverse.
+SERVICES=(local-s3 blob-gateway)
+
+running() { # name -> 0 if the recorded pid is alive and is that program
+  local pidfile=$PIDS/$1.pid pid
+  [[ -f $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' </proc/"$pid"/cmdline | grep -q "$1"
+}
+
+start() { # name args...
+  local name=$1; shift
+  if running "$name"; then
+    echo "  $name already running (pid $(<"$PIDS/$name.pid"))"
+    return
+  fi
+  nohup "$PROFILE_DIR/$name" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+}
+
+wait_tcp() { # name port
+  local deadline=$((SECONDS + STARTUP_SECS))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; do
+    running "$1" || { echo "$1 exited; see $LOGS/$1.log" >&2; tail -5 "$LOGS/$1.log" >&2; exit 1; }
+    ((SECONDS < deadline)) || { echo "$1 not answering on port $2 after ${STARTUP_SECS}s" >&2; exit 1; }
+    sleep 0.1
+  done
+}
+
+wait_grpc() { # name port service
+  "$PROFILE_DIR/health-probe" --endpoint "http://127.0.0.1:$2" --service "$3" --wait-secs "$STARTUP_SECS" \
+    || { echo "$1 not healthy; see $LOGS/$1.log" >&2; tail -5 "$LOGS/$1.log" >&2; exit 1; }
+}
+
+up() {
+  if [[ -z ${E2EB_SKIP_BUILD:-} ]]; then
+    cargo build --workspace --bins
+  fi
+  mkdir -p "$PIDS" "$LOGS" "$LOCAL_S3_DATA_DIR"
+  start local-s3
+  wait_tcp local-s3 "$LOCAL_S3_PORT"
+  start blob-gateway
+  wait_grpc blob-gateway "$BLOB_GATEWAY_PORT" e2ebackup.storage.v1.BlobGateway
+  echo "stack is up (state and logs in $STATE_DIR):"
+  echo "  local S3      http://127.0.0.1:$LOCAL_S3_PORT  (bucket e2e-backups, data $LOCAL_S3_DATA_DIR)"
+  echo "  blob gateway  http://127.0.0.1:$BLOB_GATEWAY_PORT  (gRPC, health + reflection)"
+  echo "  token key     $E2EB_TOKEN_KEY_FILE  (mint: $PROFILE_DIR/mint-token --account NAME)"
+}
+
+down() {
+  local i name pid
+  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+    name=${SERVICES[i]}
+    if running "$name"; then
+      pid=$(<"$PIDS/$name.pid")
+      kill "$pid"
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
+      echo "  stopped $name (pid $pid)"
+    fi
+    rm -f "$PIDS/$name.pid"
+  done
+}
+
+status() {
+  local name
+  for name in "${SERVICES[@]}"; do
+    if running "$name"; then echo "  $name running (pid $(<"$PIDS/$name.pid"))"; else echo "  $name stopped"; fi
+  done
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

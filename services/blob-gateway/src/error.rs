@@ -1,0 +1,61 @@
+//! The gateway's errors and their one mapping to gRPC statuses.
+
+use tonic::Status;
+use tracing::warn;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("missing or malformed `authorization: Bearer <token>` metadata")]
+    MissingToken,
+    #[error(transparent)]
+    BadToken(#[from] account_token::TokenError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("blob of {size} bytes exceeds the gateway's limit of {limit} bytes")]
+    BlobTooLarge { size: u64, limit: u64 },
+    #[error("upload declared {declared} bytes but sent {received}")]
+    SizeMismatch { declared: u64, received: u64 },
+    #[error("this account has no committed backup")]
+    NoBackup,
+    #[error("backup {0} is not the committed backup (it was replaced or never committed)")]
+    NotCommitted(String),
+    #[error("blob {0} does not exist in the committed backup")]
+    BlobNotFound(String),
+    #[error("backup {0} is committed and cannot be changed; stage a new backup id")]
+    CommittedIsReadOnly(String),
+    #[error("backup {0} has no blobs; upload before committing")]
+    EmptyBackup(String),
+    #[error("commit conflict: the client expected to replace {expected:?} but the committed backup is {actual:?}; re-read and retry")]
+    Conflict { expected: String, actual: String },
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Self {
+        let message = error.to_string();
+        match error {
+            ServiceError::MissingToken | ServiceError::BadToken(_) => Status::unauthenticated(message),
+            ServiceError::InvalidArgument(_) | ServiceError::SizeMismatch { .. } => {
+                Status::invalid_argument(message)
+            }
+            ServiceError::BlobTooLarge { .. } => Status::resource_exhausted(message),
+            ServiceError::NoBackup | ServiceError::NotCommitted(_) | ServiceError::BlobNotFound(_) => {
+                Status::not_found(message)
+            }
+            ServiceError::CommittedIsReadOnly(_)
+            | ServiceError::EmptyBackup(_)
+            | ServiceError::Conflict { .. } => Status::failed_precondition(message),
+            ServiceError::Storage(StoreError::Unavailable(_)) => {
+                Status::unavailable("object storage is unreachable; retry later")
+            }
+            ServiceError::Storage(StoreError::NotFound) => Status::not_found(message),
+            ServiceError::Storage(StoreError::Other(_)) => {
+                warn!(error = %message, "storage failure");
+                Status::internal("object storage failed; see the gateway log")
+            }
+        }
+    }
+}
