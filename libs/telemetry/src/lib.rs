@@ -1,4 +1,4 @@
-//! One place that sets up logging for every binary of the workspace: a
+//! Logging and shutdown plumbing shared by every binary of the workspace: a
 //! `tracing` subscriber with an env filter, as plain text or JSON lines.
 //! Binaries flatten [`LogArgs`] into their clap config and call [`init`].
 
@@ -32,4 +32,21 @@ pub fn init(args: &LogArgs) {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Resolves on SIGINT or SIGTERM, so servers can drain and stop cleanly.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }
