@@ -75,7 +75,16 @@ pub async fn back_up(
     for (index, file) in files.iter().enumerate() {
         let blob = names::file_blob(index);
         let context = names::file_context(account, &backup_id, &blob, &file.path);
-        upload_file(gateway, device_root, file, &backup_id, &blob, &file_key, context).await?;
+        upload_file(
+            gateway,
+            device_root,
+            file,
+            &backup_id,
+            &blob,
+            &file_key,
+            context,
+        )
+        .await?;
         debug!(blob, size = file.size, "uploaded file");
         report.plain_bytes += file.size;
         report.uploaded_bytes += seal::sealed_len(file.size);
@@ -99,7 +108,12 @@ pub async fn back_up(
         .map(<[u8]>::to_vec)
         .collect();
     gateway
-        .upload_blob(&backup_id, names::MANIFEST_BLOB, size, futures::stream::iter(pieces))
+        .upload_blob(
+            &backup_id,
+            names::MANIFEST_BLOB,
+            size,
+            futures::stream::iter(pieces),
+        )
         .await?;
 
     report.deleted_blobs = gateway
@@ -150,7 +164,8 @@ async fn upload_file(
                 return Err(BackupError::FileChanged { path: shown_path });
             }
             sealer.push(&buffer[..n], &mut out);
-            if out.len() >= MESSAGE_DATA_LEN && tx.blocking_send(std::mem::take(&mut out)).is_err() {
+            if out.len() >= MESSAGE_DATA_LEN && tx.blocking_send(std::mem::take(&mut out)).is_err()
+            {
                 // The upload ended early; its error is reported by the caller.
                 return Ok(());
             }
@@ -163,7 +178,12 @@ async fn upload_file(
         Ok(())
     });
     let uploaded = gateway
-        .upload_blob(backup_id, blob, seal::sealed_len(expected), ReceiverStream::new(rx))
+        .upload_blob(
+            backup_id,
+            blob,
+            seal::sealed_len(expected),
+            ReceiverStream::new(rx),
+        )
         .await;
     // A read error makes the upload fail short; report the cause, not the symptom.
     producer.await.expect("the sealing task does not panic")?;

@@ -66,7 +66,16 @@ mod tests {
     fn resolve_keeps_paths_inside_the_root() {
         let root = Path::new("/r");
         assert_eq!(resolve(root, "a/b.txt"), Some(PathBuf::from("/r/a/b.txt")));
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", ".", "a\\b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/./b",
+            ".",
+            "a\\b",
+        ] {
             assert_eq!(resolve(root, bad), None, "{bad}");
         }
     }
@@ -80,6 +89,9 @@ mod tests {
         std::fs::write(dir.path().join("Media/a.ogg"), b"").unwrap();
         let files = list(dir.path()).unwrap();
         let paths: Vec<_> = files.iter().map(|f| (f.path.as_str(), f.size)).collect();
-        assert_eq!(paths, [("Media/a.ogg", 0), ("Media/b/x.jpg", 1), ("z.db", 5)]);
+        assert_eq!(
+            paths,
+            [("Media/a.ogg", 0), ("Media/b/x.jpg", 1), ("z.db", 5)]
+        );
     }
 }

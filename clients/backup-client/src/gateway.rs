@@ -18,6 +18,8 @@ use zeroize::Zeroizing;
 
 /// Bytes of blob data per gRPC message; well under the gateway's limit.
 pub const MESSAGE_DATA_LEN: usize = 1024 * 1024;
+/// HTTP/2 flow-control window per stream.
+const WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 
 /// A gateway failure, classified by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +120,10 @@ impl GatewayClient {
             .map_err(|e| GatewayError::Invalid(format!("gateway endpoint {endpoint}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
+            // HTTP/2's default 64 KiB windows cap a stream at one window per
+            // round trip; backups move megabytes.
+            .initial_stream_window_size(Some(WINDOW_BYTES))
+            .initial_connection_window_size(Some(2 * WINDOW_BYTES))
             .connect_lazy();
         Ok(Self::with_channel(channel, token))
     }
@@ -156,11 +162,10 @@ impl GatewayClient {
                 size,
             })),
         };
-        let messages = futures::stream::once(async { header }).chain(data.map(|piece| {
-            UploadBlobRequest {
+        let messages =
+            futures::stream::once(async { header }).chain(data.map(|piece| UploadBlobRequest {
                 part: Some(upload_blob_request::Part::Data(piece)),
-            }
-        }));
+            }));
         self.inner.clone().upload_blob(messages).await?;
         Ok(())
     }

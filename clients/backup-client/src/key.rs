@@ -165,7 +165,10 @@ mod tests {
         let upper = "AB".repeat(32);
         let dashed = "abAB-".repeat(16);
         for text in [upper.as_str(), dashed.as_str(), &format!("  {upper}\t")] {
-            assert_eq!(RootKey::parse(text).unwrap().expose_secret(), key.expose_secret());
+            assert_eq!(
+                RootKey::parse(text).unwrap().expose_secret(),
+                key.expose_secret()
+            );
         }
     }
 

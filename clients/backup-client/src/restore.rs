@@ -30,14 +30,21 @@ pub enum RestoreError {
         "the backup cannot be opened with this key: the key is wrong, or the backup was altered or belongs to another account"
     )]
     WrongKeyOrForeignBackup,
-    #[error("the backup manifest names another account or backup; the gateway served the wrong backup")]
+    #[error(
+        "the backup manifest names another account or backup; the gateway served the wrong backup"
+    )]
     ManifestMismatch,
     #[error("the backup lists an unsafe path {path:?}; refusing to write outside the target")]
     UnsafePath { path: String },
     #[error("{path} is missing from the backup at the gateway; the backup is incomplete")]
     MissingFile { path: String },
-    #[error("{path} failed its integrity check ({reason}); the stored backup was damaged or tampered with")]
-    Integrity { path: String, reason: IntegrityFailure },
+    #[error(
+        "{path} failed its integrity check ({reason}); the stored backup was damaged or tampered with"
+    )]
+    Integrity {
+        path: String,
+        reason: IntegrityFailure,
+    },
     #[error("cannot write {path} on the device: {source}")]
     WriteDevice {
         path: String,
@@ -115,9 +122,15 @@ pub async fn restore(
         }
         let context = names::file_context(account, &backup_id, &entry.blob, &entry.path);
         let opener = Opener::new(&file_key, ObjectKind::File, &context);
-        let written =
-            download_file(gateway, &backup_id, &entry.blob, &entry.path, opener, &destination)
-                .await?;
+        let written = download_file(
+            gateway,
+            &backup_id,
+            &entry.blob,
+            &entry.path,
+            opener,
+            &destination,
+        )
+        .await?;
         if written != entry.size {
             return Err(RestoreError::Integrity {
                 path: entry.path.clone(),
@@ -128,7 +141,12 @@ pub async fn restore(
         report.downloaded_bytes += sealed_size;
     }
     staging.commit(target)?;
-    info!(backup_id, files = report.files, bytes = report.bytes, "restore verified");
+    info!(
+        backup_id,
+        files = report.files,
+        bytes = report.bytes,
+        "restore verified"
+    );
     Ok(report)
 }
 
@@ -192,7 +210,9 @@ async fn download_file(
         reason: reason.into(),
     };
     if let Some(parent) = destination.parent() {
-        tokio::fs::create_dir_all(parent).await.map_err(write_error)?;
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(write_error)?;
     }
     let mut file = tokio::fs::File::create(destination)
         .await

@@ -47,7 +47,9 @@ pub enum OpenError {
     BadHeader,
     #[error("the sealed object ends early")]
     Truncated,
-    #[error("the sealed object fails authentication: it was altered, reordered, moved, or sealed under another key")]
+    #[error(
+        "the sealed object fails authentication: it was altered, reordered, moved, or sealed under another key"
+    )]
     Damaged,
 }
 
@@ -171,7 +173,9 @@ impl Opener {
         if &header[..4] != MAGIC || header[4] != VERSION || header[5] != kind as u8 {
             return Err(OpenError::BadHeader);
         }
-        let salt: [u8; 32] = header[6..].try_into().expect("header ends with a 32-byte salt");
+        let salt: [u8; 32] = header[6..]
+            .try_into()
+            .expect("header ends with a 32-byte salt");
         let aad = [header.as_slice(), &self.context].concat();
         let decryptor = DecryptorBE32::from_aead(cipher(&key, &salt), (&STREAM_NONCE).into());
         self.decryptor = Some((decryptor, aad));
@@ -189,10 +193,7 @@ impl Opener {
             let rest = self.pending.split_off(SEGMENT_LEN + TAG_LEN);
             let segment = std::mem::replace(&mut self.pending, rest);
             let plain = decryptor
-                .decrypt_next(Payload {
-                    msg: &segment,
-                    aad,
-                })
+                .decrypt_next(Payload { msg: &segment, aad })
                 .map_err(|_| OpenError::Damaged)?;
             out.extend_from_slice(&plain);
         }
@@ -252,7 +253,14 @@ mod tests {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
     }
 
-    const SIZES: &[usize] = &[0, 1, SEGMENT_LEN - 1, SEGMENT_LEN, SEGMENT_LEN + 1, 3 * SEGMENT_LEN + 17];
+    const SIZES: &[usize] = &[
+        0,
+        1,
+        SEGMENT_LEN - 1,
+        SEGMENT_LEN,
+        SEGMENT_LEN + 1,
+        3 * SEGMENT_LEN + 17,
+    ];
 
     #[test]
     fn round_trips_at_every_size_and_matches_sealed_len() {
@@ -260,7 +268,10 @@ mod tests {
             let plain = data(len);
             let sealed = seal(&key(), ObjectKind::File, b"ctx", &plain);
             assert_eq!(sealed.len() as u64, sealed_len(len as u64), "len {len}");
-            assert_eq!(open(&key(), ObjectKind::File, b"ctx", &sealed).unwrap(), plain);
+            assert_eq!(
+                open(&key(), ObjectKind::File, b"ctx", &sealed).unwrap(),
+                plain
+            );
         }
     }
 
@@ -292,7 +303,15 @@ mod tests {
     #[test]
     fn any_flipped_byte_is_detected() {
         let sealed = seal(&key(), ObjectKind::File, b"ctx", &data(SEGMENT_LEN + 100));
-        for position in [0, 5, 6, 20, HEADER_LEN, HEADER_LEN + SEGMENT_LEN + 3, sealed.len() - 1] {
+        for position in [
+            0,
+            5,
+            6,
+            20,
+            HEADER_LEN,
+            HEADER_LEN + SEGMENT_LEN + 3,
+            sealed.len() - 1,
+        ] {
             let mut bad = sealed.clone();
             bad[position] ^= 0x01;
             let result = open(&key(), ObjectKind::File, b"ctx", &bad);
@@ -306,7 +325,13 @@ mod tests {
     #[test]
     fn truncation_is_detected_even_at_a_segment_boundary() {
         let sealed = seal(&key(), ObjectKind::File, b"ctx", &data(2 * SEGMENT_LEN + 5));
-        for cut in [0, 10, HEADER_LEN, HEADER_LEN + SEGMENT_LEN + TAG_LEN, sealed.len() - 1] {
+        for cut in [
+            0,
+            10,
+            HEADER_LEN,
+            HEADER_LEN + SEGMENT_LEN + TAG_LEN,
+            sealed.len() - 1,
+        ] {
             let result = open(&key(), ObjectKind::File, b"ctx", &sealed[..cut]);
             assert!(result.is_err(), "cut at {cut}");
         }

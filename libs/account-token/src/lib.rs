@@ -8,6 +8,8 @@
 //! of `[A-Za-z0-9_-]`, so they are safe inside object keys and never contain
 //! the separator.
 
+pub mod grpc;
+
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
@@ -65,7 +67,9 @@ pub enum TokenError {
     Malformed,
     #[error("account token signature is invalid; ask the account authority for a new one")]
     BadSignature,
-    #[error("account token expired at unix time {expired_at}; ask the account authority for a new one")]
+    #[error(
+        "account token expired at unix time {expired_at}; ask the account authority for a new one"
+    )]
     Expired { expired_at: u64 },
 }
 
@@ -137,7 +141,8 @@ impl SigningKey {
     }
 
     fn mac(&self, payload: &str) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256>>::new_from_slice(self.0.as_ref()).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256>>::new_from_slice(self.0.as_ref()).expect("HMAC takes any key length");
         mac.update(payload.as_bytes());
         mac
     }
@@ -239,8 +244,18 @@ mod tests {
     #[test]
     fn garbage_is_malformed() {
         let key = SigningKey::generate();
-        for token in ["", "abc", "e2eb1.alice.2000", "e2eb1.a.b.c.d", "x.alice.2000.!!"] {
-            assert_eq!(key.verify_at(token, 1), Err(TokenError::Malformed), "{token}");
+        for token in [
+            "",
+            "abc",
+            "e2eb1.alice.2000",
+            "e2eb1.a.b.c.d",
+            "x.alice.2000.!!",
+        ] {
+            assert_eq!(
+                key.verify_at(token, 1),
+                Err(TokenError::Malformed),
+                "{token}"
+            );
         }
     }
 
@@ -248,7 +263,11 @@ mod tests {
     fn account_ids_are_restricted() {
         assert!(AccountId::new("device-0001_A").is_ok());
         for bad in ["", "a.b", "a/b", "ä", &"x".repeat(65)] {
-            assert_eq!(AccountId::new(bad), Err(TokenError::InvalidAccountId), "{bad}");
+            assert_eq!(
+                AccountId::new(bad),
+                Err(TokenError::InvalidAccountId),
+                "{bad}"
+            );
         }
     }
 

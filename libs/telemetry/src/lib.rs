@@ -35,18 +35,17 @@ pub fn init(args: &LogArgs) {
 }
 
 /// Resolves on SIGINT or SIGTERM, so servers can drain and stop cleanly.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("install the SIGTERM handler");
+/// The handlers are installed when this is called, not when first polled, so
+/// a signal that arrives while the server is still starting is not lost.
+/// Must be called inside a Tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("install the SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+    async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

@@ -8,13 +8,20 @@ use clap::{Args, Parser};
 use telemetry::LogArgs;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "blob-gateway", about = "The blob gateway: encrypted backup blobs over gRPC, stored in S3")]
+#[command(
+    name = "blob-gateway",
+    about = "The blob gateway: encrypted backup blobs over gRPC, stored in S3"
+)]
 pub struct Config {
     /// Address of the gRPC server.
     #[arg(long, env = "BLOB_GATEWAY_LISTEN", default_value = "127.0.0.1:50061")]
     pub listen: SocketAddr,
     /// File holding the account-token signing key (64 hex digits; created if missing).
-    #[arg(long, env = "E2EB_TOKEN_KEY_FILE", default_value = ".state/token-signing.key")]
+    #[arg(
+        long,
+        env = "E2EB_TOKEN_KEY_FILE",
+        default_value = ".state/token-signing.key"
+    )]
     pub token_key_file: PathBuf,
     #[command(flatten)]
     pub s3: S3Args,
@@ -28,15 +35,28 @@ pub struct Config {
 /// server, MinIO, RustFS, AWS S3).
 #[derive(Debug, Clone, Args)]
 pub struct S3Args {
-    #[arg(long = "s3-endpoint", env = "S3_ENDPOINT", default_value = "http://127.0.0.1:9000")]
+    #[arg(
+        long = "s3-endpoint",
+        env = "S3_ENDPOINT",
+        default_value = "http://127.0.0.1:9000"
+    )]
     pub endpoint: String,
     #[arg(long = "s3-bucket", env = "S3_BUCKET", default_value = "e2e-backups")]
     pub bucket: String,
     #[arg(long = "s3-region", env = "S3_REGION", default_value = "us-east-1")]
     pub region: String,
-    #[arg(long = "s3-access-key", env = "S3_ACCESS_KEY", default_value = "e2eb-dev")]
+    #[arg(
+        long = "s3-access-key",
+        env = "S3_ACCESS_KEY",
+        default_value = "e2eb-dev"
+    )]
     pub access_key: String,
-    #[arg(long = "s3-secret-key", env = "S3_SECRET_KEY", default_value = "e2eb-dev-secret", hide_env_values = true)]
+    #[arg(
+        long = "s3-secret-key",
+        env = "S3_SECRET_KEY",
+        default_value = "e2eb-dev-secret",
+        hide_env_values = true
+    )]
     pub secret_key: String,
     /// Create the bucket at start if it does not exist.
     #[arg(long = "s3-create-bucket", env = "S3_CREATE_BUCKET", default_value_t = true, action = clap::ArgAction::Set)]

@@ -7,10 +7,6 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("missing or malformed `authorization: Bearer <token>` metadata")]
-    MissingToken,
-    #[error(transparent)]
-    BadToken(#[from] account_token::TokenError),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("blob of {size} bytes exceeds the gateway's limit of {limit} bytes")]
@@ -27,24 +23,30 @@ pub enum ServiceError {
     CommittedIsReadOnly(String),
     #[error("backup {0} has no blobs; upload before committing")]
     EmptyBackup(String),
-    #[error("commit conflict: the client expected to replace {expected:?} but the committed backup is {actual:?}; re-read and retry")]
+    #[error(
+        "commit conflict: the client expected to replace {expected:?} but the committed backup is {actual:?}; re-read and retry"
+    )]
     Conflict { expected: String, actual: String },
     #[error(transparent)]
     Storage(#[from] StoreError),
+    /// The request stream itself failed (a message over the size limit, a
+    /// client that went away); its status is passed on unchanged.
+    #[error("request stream failed: {}", .0.message())]
+    Stream(Status),
 }
 
 impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
         let message = error.to_string();
         match error {
-            ServiceError::MissingToken | ServiceError::BadToken(_) => Status::unauthenticated(message),
+            ServiceError::Stream(status) => status,
             ServiceError::InvalidArgument(_) | ServiceError::SizeMismatch { .. } => {
                 Status::invalid_argument(message)
             }
             ServiceError::BlobTooLarge { .. } => Status::resource_exhausted(message),
-            ServiceError::NoBackup | ServiceError::NotCommitted(_) | ServiceError::BlobNotFound(_) => {
-                Status::not_found(message)
-            }
+            ServiceError::NoBackup
+            | ServiceError::NotCommitted(_)
+            | ServiceError::BlobNotFound(_) => Status::not_found(message),
             ServiceError::CommittedIsReadOnly(_)
             | ServiceError::EmptyBackup(_)
             | ServiceError::Conflict { .. } => Status::failed_precondition(message),

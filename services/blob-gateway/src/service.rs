@@ -8,9 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use account_token::AccountId;
 use e2eb_proto::storage::v1::blob_gateway_server::BlobGateway;
 use e2eb_proto::storage::v1::{
-    BlobInfo, CommitBackupRequest, CommitBackupResponse, DeleteBackupRequest,
-    DeleteBackupResponse, DownloadBlobRequest, DownloadBlobResponse, GetBackupRequest,
-    GetBackupResponse, UploadBlobRequest, UploadBlobResponse, upload_blob_request,
+    BlobInfo, CommitBackupRequest, CommitBackupResponse, DeleteBackupRequest, DeleteBackupResponse,
+    DownloadBlobRequest, DownloadBlobResponse, GetBackupRequest, GetBackupResponse,
+    UploadBlobRequest, UploadBlobResponse, upload_blob_request,
 };
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -19,11 +19,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, instrument};
 
-use crate::auth::account;
 use crate::config::Limits;
 use crate::error::ServiceError;
 use crate::layout::{self, BackupId, BlobName};
 use crate::store::{Store, StoreError};
+use account_token::grpc::account;
 
 /// Largest data payload per download message.
 const DOWNLOAD_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -61,7 +61,11 @@ impl Gateway {
     }
 
     async fn committed(&self, account: &AccountId) -> Result<Option<CommitRecord>, ServiceError> {
-        let Some(bytes) = self.store.get_small(&layout::commit_record(account)).await? else {
+        let Some(bytes) = self
+            .store
+            .get_small(&layout::commit_record(account))
+            .await?
+        else {
             return Ok(None);
         };
         let record = serde_json::from_slice(&bytes)
@@ -83,7 +87,7 @@ impl Gateway {
                     "the first upload message must be the header".into(),
                 ));
             }
-            Err(status) => return Err(ServiceError::InvalidArgument(status.message().into())),
+            Err(status) => return Err(ServiceError::Stream(status)),
         };
         let backup_id = BackupId::parse(&header.backup_id)?;
         let name = BlobName::parse(&header.name)?;
@@ -125,7 +129,7 @@ impl Gateway {
                         "only the first upload message may be a header".into(),
                     ));
                 }
-                Err(status) => break Err(ServiceError::InvalidArgument(status.message().into())),
+                Err(status) => break Err(ServiceError::Stream(status)),
             }
         };
         let outcome = outcome.and_then(|()| {
@@ -197,7 +201,10 @@ impl Gateway {
     }
 
     async fn describe(&self, account: &AccountId) -> Result<GetBackupResponse, ServiceError> {
-        let current = self.committed(account).await?.ok_or(ServiceError::NoBackup)?;
+        let current = self
+            .committed(account)
+            .await?
+            .ok_or(ServiceError::NoBackup)?;
         let backup_id = BackupId::parse(&current.backup_id)?;
         let prefix = layout::backup_prefix(account, &backup_id);
         let blobs = self
@@ -260,7 +267,10 @@ impl BlobGateway for Gateway {
         let request = request.into_inner();
         let backup_id = BackupId::parse(&request.backup_id)?;
         let name = BlobName::parse(&request.name)?;
-        let current = self.committed(&account).await?.ok_or(ServiceError::NoBackup)?;
+        let current = self
+            .committed(&account)
+            .await?
+            .ok_or(ServiceError::NoBackup)?;
         if current.backup_id != backup_id.as_str() {
             return Err(ServiceError::NotCommitted(request.backup_id).into());
         }
@@ -270,7 +280,9 @@ impl BlobGateway for Gateway {
             .await
         {
             Ok(body) => body,
-            Err(StoreError::NotFound) => return Err(ServiceError::BlobNotFound(request.name).into()),
+            Err(StoreError::NotFound) => {
+                return Err(ServiceError::BlobNotFound(request.name).into());
+            }
             Err(other) => return Err(ServiceError::from(other).into()),
         };
         let (tx, rx) = mpsc::channel(4);

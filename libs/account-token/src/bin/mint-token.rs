@@ -17,7 +17,11 @@ struct Cli {
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: Duration,
     /// The signing key shared with the services (created if missing).
-    #[arg(long, env = "E2EB_TOKEN_KEY_FILE", default_value = ".state/token-signing.key")]
+    #[arg(
+        long,
+        env = "E2EB_TOKEN_KEY_FILE",
+        default_value = ".state/token-signing.key"
+    )]
     token_key_file: PathBuf,
 }
 

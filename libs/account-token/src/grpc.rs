@@ -1,13 +1,12 @@
-//! Every call carries `authorization: Bearer <account token>`; the
-//! interceptor verifies it and hands the account to the handlers. The token
-//! itself is never logged.
+//! Token checking for gRPC servers: an interceptor that verifies
+//! `authorization: Bearer <token>` and hands the account to the handlers.
+//! The token itself is never logged.
 
 use std::sync::Arc;
 
-use account_token::{AccountId, SigningKey};
 use tonic::{Request, Status};
 
-use crate::error::ServiceError;
+use crate::{AccountId, SigningKey};
 
 #[derive(Clone)]
 pub struct Authenticator {
@@ -27,18 +26,25 @@ impl tonic::service::Interceptor for Authenticator {
             .get("authorization")
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or(ServiceError::MissingToken)?;
-        let account = self.key.verify(token).map_err(ServiceError::from)?;
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "missing or malformed `authorization: Bearer <token>` metadata",
+                )
+            })?;
+        let account = self
+            .key
+            .verify(token)
+            .map_err(|error| Status::unauthenticated(error.to_string()))?;
         request.extensions_mut().insert(account);
         Ok(request)
     }
 }
 
-/// The authenticated account of a request.
+/// The account the [`Authenticator`] verified for this request.
 pub fn account<T>(request: &Request<T>) -> Result<AccountId, Status> {
     request
         .extensions()
         .get::<AccountId>()
         .cloned()
-        .ok_or_else(|| ServiceError::MissingToken.into())
+        .ok_or_else(|| Status::unauthenticated("the request carries no verified account token"))
 }

@@ -1,0 +1,262 @@
+//! The end-to-end harness: starts the real binaries (local S3, blob gateway)
+//! on fresh loopback ports in a temporary directory, waits until each is
+//! ready (the gateway by its gRPC health check), and kills them in reverse
+//! order when dropped, also when a test panics.
+//!
+//! The binaries are the workspace's own, found next to the test executable
+//! (`target/<profile>/`); `make test` builds them first.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use account_token::{AccountId, SigningKey};
+use anyhow::Context;
+use backup_client::{BearerToken, GatewayClient};
+
+pub const BUCKET: &str = "e2e-backups";
+pub const GATEWAY_SERVICE: &str = "e2ebackup.storage.v1.BlobGateway";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running process and the name it is known by.
+struct Process {
+    name: &'static str,
+    child: Child,
+}
+
+pub struct Stack {
+    dir: tempfile::TempDir,
+    pub s3_port: u16,
+    pub gateway_port: u16,
+    pub token_key: SigningKey,
+    processes: Vec<Process>,
+}
+
+/// The directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` (make test does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+impl Stack {
+    /// Starts local S3 and the blob gateway and waits until both are ready.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let token_key_file = dir.path().join("token-signing.key");
+        let token_key = SigningKey::load_or_create(&token_key_file)?;
+        let mut stack = Stack {
+            dir,
+            s3_port: free_port(),
+            gateway_port: free_port(),
+            token_key,
+            processes: Vec::new(),
+        };
+        stack.start_s3().await?;
+        stack.start_gateway().await?;
+        Ok(stack)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn s3_data_dir(&self) -> PathBuf {
+        self.dir().join("s3")
+    }
+
+    /// Where the local S3 server keeps the bucket's objects as files.
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.s3_data_dir().join(BUCKET)
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir().join(format!("{name}.log"))
+    }
+
+    pub fn gateway_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
+    pub fn s3_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    pub fn token(&self, account: &str) -> BearerToken {
+        let account = AccountId::new(account).expect("test account ids are valid");
+        BearerToken::new(self.token_key.mint(&account, Duration::from_secs(3600)))
+    }
+
+    /// A gateway client acting for `account`.
+    pub fn client(&self, account: &str) -> GatewayClient {
+        GatewayClient::connect(&self.gateway_endpoint(), self.token(account))
+            .expect("the gateway endpoint is a valid URL")
+    }
+
+    fn spawn(&mut self, name: &'static str, command: &mut Command) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .with_context(|| format!("spawn {name}"))?;
+        self.processes.push(Process { name, child });
+        Ok(())
+    }
+
+    pub async fn start_s3(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new(bin("local-s3"));
+        command
+            .env("LOCAL_S3_LISTEN", format!("127.0.0.1:{}", self.s3_port))
+            .env("LOCAL_S3_DATA_DIR", self.s3_data_dir());
+        self.spawn("local-s3", &mut command)?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.s3_port)).is_err() {
+            self.ensure_running("local-s3")?;
+            anyhow::ensure!(Instant::now() < deadline, "local-s3 did not listen in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    pub async fn start_gateway(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new(bin("blob-gateway"));
+        command
+            .env(
+                "BLOB_GATEWAY_LISTEN",
+                format!("127.0.0.1:{}", self.gateway_port),
+            )
+            .env("S3_ENDPOINT", self.s3_endpoint())
+            .env("E2EB_TOKEN_KEY_FILE", self.dir().join("token-signing.key"))
+            // Small limits so the tests can reach them.
+            .env(
+                "BLOB_GATEWAY_MAX_BLOB_BYTES",
+                (64 * 1024 * 1024).to_string(),
+            )
+            .env(
+                "BLOB_GATEWAY_MAX_MESSAGE_BYTES",
+                (2 * 1024 * 1024).to_string(),
+            )
+            .env("BLOB_GATEWAY_PART_BYTES", (5 * 1024 * 1024).to_string());
+        self.spawn("blob-gateway", &mut command)?;
+        health_probe::wait_serving(&self.gateway_endpoint(), GATEWAY_SERVICE, READY_TIMEOUT)
+            .await
+            .with_context(|| self.log_tail("blob-gateway"))
+    }
+
+    fn ensure_running(&mut self, name: &str) -> anyhow::Result<()> {
+        let process = self
+            .processes
+            .iter_mut()
+            .find(|p| p.name == name)
+            .with_context(|| format!("{name} was never started"))?;
+        if let Some(status) = process.child.try_wait()? {
+            anyhow::bail!("{name} exited with {status}: {}", self.log_tail(name));
+        }
+        Ok(())
+    }
+
+    /// Kills one process (SIGKILL) and waits for it to go.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(index) = self.processes.iter().position(|p| p.name == name) {
+            let mut process = self.processes.remove(index);
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+        }
+    }
+
+    pub fn log_tail(&self, name: &str) -> String {
+        let log = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// The keys the bucket holds under `prefix`, as S3 lists them.
+    pub async fn list_bucket(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(self.s3_endpoint())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                "e2eb-dev",
+                "e2eb-dev-secret",
+                None,
+                None,
+                "test",
+            ))
+            .force_path_style(true)
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(config);
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            keys.extend(
+                page?
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Every regular file under the local S3 data directory.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut dirs = vec![self.s3_data_dir()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        files
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        while let Some(mut process) = self.processes.pop() {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+        }
+    }
+}
