@@ -8,6 +8,7 @@ use prost::Message;
 const PROTOS: &[&str] = &[
     "e2ebackup/storage/v1/storage.proto",
     "e2ebackup/backup/v1/manifest.proto",
+    "e2ebackup/vault/v1/vault.proto",
 ];
 
 fn main() {
@@ -16,11 +17,8 @@ fn main() {
     }
     let descriptors = protox::compile(PROTOS, ["."]).expect("the .proto files compile");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    std::fs::write(
-        out_dir.join("descriptors.bin"),
-        descriptors.encode_to_vec(),
-    )
-    .expect("write the descriptor set");
+    std::fs::write(out_dir.join("descriptors.bin"), descriptors.encode_to_vec())
+        .expect("write the descriptor set");
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -3,8 +3,7 @@
 //! change gets a new package (`v2`) next to the old one.
 
 /// The encoded `FileDescriptorSet` of every package, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 
 pub mod storage {
     pub mod v1 {
@@ -15,5 +14,11 @@ pub mod storage {
 pub mod backup {
     pub mod v1 {
         tonic::include_proto!("e2ebackup.backup.v1");
+    }
+}
+
+pub mod vault {
+    pub mod v1 {
+        tonic::include_proto!("e2ebackup.vault.v1");
     }
 }

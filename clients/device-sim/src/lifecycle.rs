@@ -63,7 +63,10 @@ impl KeyFlow<'_> {
             }
         }
         let stats: PhoneStats = phone::create_phone(&old_phone, self.seed, &self.profile)?;
-        let token = BearerToken::new(self.token_key.mint(&self.account, Duration::from_secs(3600)));
+        let token = BearerToken::new(
+            self.token_key
+                .mint(&self.account, Duration::from_secs(3600)),
+        );
         let gateway = GatewayClient::connect(self.gateway_endpoint, token)?;
         let account = self.account.as_str();
 

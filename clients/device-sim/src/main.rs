@@ -11,12 +11,23 @@ use device_sim::s3_baseline::{self, S3BaselineArgs};
 use telemetry::LogArgs;
 
 #[derive(Parser)]
-#[command(name = "device-sim", about = "Simulated phones running the encrypted-backup lifecycle")]
+#[command(
+    name = "device-sim",
+    about = "Simulated phones running the encrypted-backup lifecycle"
+)]
 struct Cli {
-    #[arg(long, env = "BLOB_GATEWAY_ENDPOINT", default_value = "http://127.0.0.1:50061")]
+    #[arg(
+        long,
+        env = "BLOB_GATEWAY_ENDPOINT",
+        default_value = "http://127.0.0.1:50061"
+    )]
     gateway: String,
     /// The account authority's signing key (the dev key of the local stack).
-    #[arg(long, env = "E2EB_TOKEN_KEY_FILE", default_value = ".state/token-signing.key")]
+    #[arg(
+        long,
+        env = "E2EB_TOKEN_KEY_FILE",
+        default_value = ".state/token-signing.key"
+    )]
     token_key_file: PathBuf,
     /// Where the simulated phones live.
     #[arg(long, env = "DEVICE_SIM_WORK_DIR", default_value = ".state/sim")]
@@ -64,14 +75,36 @@ async fn main() -> anyhow::Result<()> {
         profile,
         work_dir: &cli.work_dir,
     };
-    let report = flow.run().await.context("the key backup/restore flow failed")?;
+    let report = flow
+        .run()
+        .await
+        .context("the key backup/restore flow failed")?;
 
-    println!("device-sim: 64-digit key flow for account {}", report.account);
-    println!("  phone            {} files, {:.1} MiB (chat db {:.1} MiB, media {:.1} MiB)",
-        report.files, mib(report.device_bytes), mib(report.db_bytes), mib(report.media_bytes));
-    println!("  uploaded         {:.1} MiB sealed", mib(report.uploaded_bytes));
-    println!("  backup           {:.2} s  {:.1} MiB/s", report.backup_secs, report.backup_mib_per_sec());
-    println!("  restore          {:.2} s  {:.1} MiB/s", report.restore_secs, report.restore_mib_per_sec());
+    println!(
+        "device-sim: 64-digit key flow for account {}",
+        report.account
+    );
+    println!(
+        "  phone            {} files, {:.1} MiB (chat db {:.1} MiB, media {:.1} MiB)",
+        report.files,
+        mib(report.device_bytes),
+        mib(report.db_bytes),
+        mib(report.media_bytes)
+    );
+    println!(
+        "  uploaded         {:.1} MiB sealed",
+        mib(report.uploaded_bytes)
+    );
+    println!(
+        "  backup           {:.2} s  {:.1} MiB/s",
+        report.backup_secs,
+        report.backup_mib_per_sec()
+    );
+    println!(
+        "  restore          {:.2} s  {:.1} MiB/s",
+        report.restore_secs,
+        report.restore_mib_per_sec()
+    );
     let mut baseline = None;
     if cli.s3_baseline {
         let sizes: Vec<u64> = device_sim::phone::list_files(&report.old_phone)?
@@ -79,8 +112,16 @@ async fn main() -> anyhow::Result<()> {
             .map(|(_, size)| size)
             .collect();
         let measured = s3_baseline::measure(&cli.s3, &sizes).await?;
-        println!("  raw S3 PUT       {:.2} s  {:.1} MiB/s", measured.put_secs, mib_per_sec(measured.bytes, measured.put_secs));
-        println!("  raw S3 GET       {:.2} s  {:.1} MiB/s", measured.get_secs, mib_per_sec(measured.bytes, measured.get_secs));
+        println!(
+            "  raw S3 PUT       {:.2} s  {:.1} MiB/s",
+            measured.put_secs,
+            mib_per_sec(measured.bytes, measured.put_secs)
+        );
+        println!(
+            "  raw S3 GET       {:.2} s  {:.1} MiB/s",
+            measured.get_secs,
+            mib_per_sec(measured.bytes, measured.get_secs)
+        );
         baseline = Some(measured);
     }
     if let Some(path) = &cli.report_json {
@@ -91,7 +132,10 @@ async fn main() -> anyhow::Result<()> {
         println!("  verify           OK: restored phone is byte-for-byte equal");
         Ok(())
     } else {
-        println!("  verify           FAILED: {} paths differ:", report.mismatches.len());
+        println!(
+            "  verify           FAILED: {} paths differ:",
+            report.mismatches.len()
+        );
         for path in &report.mismatches {
             println!("    {path}");
         }

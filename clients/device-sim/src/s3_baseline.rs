@@ -14,13 +14,26 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Args)]
 pub struct S3BaselineArgs {
-    #[arg(long = "s3-endpoint", env = "S3_ENDPOINT", default_value = "http://127.0.0.1:9000")]
+    #[arg(
+        long = "s3-endpoint",
+        env = "S3_ENDPOINT",
+        default_value = "http://127.0.0.1:9000"
+    )]
     pub endpoint: String,
     #[arg(long = "s3-bucket", env = "S3_BUCKET", default_value = "e2e-backups")]
     pub bucket: String,
-    #[arg(long = "s3-access-key", env = "S3_ACCESS_KEY", default_value = "e2eb-dev")]
+    #[arg(
+        long = "s3-access-key",
+        env = "S3_ACCESS_KEY",
+        default_value = "e2eb-dev"
+    )]
     pub access_key: String,
-    #[arg(long = "s3-secret-key", env = "S3_SECRET_KEY", default_value = "e2eb-dev-secret", hide_env_values = true)]
+    #[arg(
+        long = "s3-secret-key",
+        env = "S3_SECRET_KEY",
+        default_value = "e2eb-dev-secret",
+        hide_env_values = true
+    )]
     pub secret_key: String,
 }
 
@@ -84,12 +97,20 @@ pub async fn measure(args: &S3BaselineArgs, sizes: &[u64]) -> anyhow::Result<S3B
             .body
             .collect()
             .await?;
-        anyhow::ensure!(got.into_bytes().len() == body.len(), "baseline GET returned a short body");
+        anyhow::ensure!(
+            got.into_bytes().len() == body.len(),
+            "baseline GET returned a short body"
+        );
     }
     let get_secs = started.elapsed().as_secs_f64();
 
     for i in 0..bodies.len() {
-        client.delete_object().bucket(&args.bucket).key(key(i)).send().await?;
+        client
+            .delete_object()
+            .bucket(&args.bucket)
+            .key(key(i))
+            .send()
+            .await?;
     }
     Ok(S3Baseline {
         bytes: sizes.iter().sum(),

@@ -20,8 +20,12 @@ struct Cli {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
-    let waited =
-        health_probe::wait_serving(&cli.endpoint, &cli.service, Duration::from_secs(cli.wait_secs)).await;
+    let waited = health_probe::wait_serving(
+        &cli.endpoint,
+        &cli.service,
+        Duration::from_secs(cli.wait_secs),
+    )
+    .await;
     if let Err(error) = waited {
         eprintln!("health-probe: {error}");
         std::process::exit(1);
