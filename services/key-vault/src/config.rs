@@ -1,0 +1,112 @@
+//! Configuration: clap arguments with env fallbacks; the defaults run the
+//! local stack with no flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+use telemetry::LogArgs;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "key-vault",
+    about = "The Backup Key Vault: OPAQUE password protection of backup keys with a guess limit"
+)]
+pub struct Config {
+    /// Address of the gRPC server.
+    #[arg(long, env = "KEY_VAULT_LISTEN", default_value = "127.0.0.1:50062")]
+    pub listen: SocketAddr,
+    /// The SQLite database holding records, login sessions, tickets and the
+    /// sealed vault secrets (created if missing).
+    #[arg(long, env = "KEY_VAULT_DB", default_value = ".state/vault/vault.db")]
+    pub db: PathBuf,
+    /// File holding the account-token signing key (64 hex digits; created if missing).
+    #[arg(
+        long,
+        env = "E2EB_TOKEN_KEY_FILE",
+        default_value = ".state/token-signing.key"
+    )]
+    pub token_key_file: PathBuf,
+    /// File holding the key that seals the vault secrets at rest (64 hex
+    /// digits; created with mode 0600 if missing). Losing it makes every
+    /// record unusable; a different key refuses to start.
+    #[arg(
+        long,
+        env = "KEY_VAULT_SEALING_KEY_FILE",
+        default_value = ".state/vault-sealing.key"
+    )]
+    pub sealing_key_file: PathBuf,
+    /// Also write the public key fingerprint to this file (clients pin it).
+    #[arg(long, env = "KEY_VAULT_FINGERPRINT_FILE")]
+    pub fingerprint_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: Policy,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The guess limit and the lifetimes of login state.
+#[derive(Debug, Clone, Args)]
+pub struct Policy {
+    /// Wrong or abandoned logins after which a record is erased for good.
+    #[arg(long, env = "KEY_VAULT_MAX_GUESSES", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_guesses: u32,
+    /// How long the vault keeps a login session between LoginStart and LoginFinish.
+    #[arg(long, env = "KEY_VAULT_LOGIN_SESSION_TTL", default_value = "60s",
+          value_parser = humantime::parse_duration)]
+    pub login_session_ttl: Duration,
+    /// How long a login ticket (proof of the password) stays usable.
+    #[arg(long, env = "KEY_VAULT_LOGIN_TICKET_TTL", default_value = "5m",
+          value_parser = humantime::parse_duration)]
+    pub login_ticket_ttl: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_guesses: 10,
+            login_session_ttl: Duration::from_secs(60),
+            login_ticket_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_the_local_stack() {
+        let config = Config::try_parse_from(["key-vault"]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:50062");
+        assert_eq!(config.db, PathBuf::from(".state/vault/vault.db"));
+        assert_eq!(
+            config.sealing_key_file,
+            PathBuf::from(".state/vault-sealing.key")
+        );
+        assert_eq!(config.policy.max_guesses, 10);
+        assert_eq!(config.policy.login_session_ttl, Duration::from_secs(60));
+        assert_eq!(config.policy.login_ticket_ttl, Duration::from_secs(300));
+        assert!(config.fingerprint_file.is_none());
+    }
+
+    #[test]
+    fn flags_override() {
+        let config = Config::try_parse_from([
+            "key-vault",
+            "--max-guesses",
+            "3",
+            "--login-session-ttl",
+            "2m",
+            "--fingerprint-file",
+            "fp.txt",
+        ])
+        .unwrap();
+        assert_eq!(config.policy.max_guesses, 3);
+        assert_eq!(config.policy.login_session_ttl, Duration::from_secs(120));
+        assert_eq!(config.fingerprint_file, Some(PathBuf::from("fp.txt")));
+        assert!(Config::try_parse_from(["key-vault", "--max-guesses", "0"]).is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! The Backup Key Vault: the HSM stand-in of WhatsApp's end-to-end
+//! encrypted backups. Per account it keeps an OPAQUE registration record and
+//! a sealed key blob it cannot open, and it limits password guesses: each
+//! login start is counted durably before the OPRF is evaluated, a valid
+//! login resets the count, and after `max_guesses` failed or abandoned
+//! logins the record is erased for good. It never learns the password or
+//! the backup key.
+//!
+//! Layout: [`vault`] is the core that decides; [`store`] holds records
+//! (SQLite, behind [`store::RecordStore`]); [`sealing`] and [`secrets`] keep
+//! the OPAQUE server setup sealed at rest; [`service`] is the gRPC face;
+//! [`run`] wires them for the binary, [`open`] + [`serve`] for tests.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod sealing;
+pub mod secrets;
+pub mod service;
+pub mod store;
+pub mod vault;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use account_token::SigningKey;
+use anyhow::Context;
+use e2eb_proto::vault::v1::key_vault_server::KeyVaultServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use tracing::info;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::sealing::FileSealingKey;
+use crate::secrets::VaultSecrets;
+use crate::store::sqlite::SqliteStore;
+use crate::vault::Vault;
+
+/// The gRPC service name, as health checks know it.
+pub const SERVICE_NAME: &str = "e2ebackup.vault.v1.KeyVault";
+
+/// Every vault message is a few hundred bytes; anything larger is refused
+/// before it is decoded.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// A vault ready to serve: storage open, secrets unsealed.
+pub struct Opened {
+    pub vault: Vault,
+    pub token_key: SigningKey,
+}
+
+impl Opened {
+    /// What clients pin: lowercase hex SHA-256 of the OPAQUE public key.
+    pub fn fingerprint(&self) -> String {
+        self.vault.info().fingerprint
+    }
+}
+
+/// Opens the database, the sealing key and the token key named by
+/// `config`, creating the vault secrets on first start. Fails with a clear
+/// message if the sealing key does not open existing secrets.
+pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Opened> {
+    let token_key = SigningKey::load_or_create(&config.token_key_file)?;
+    let sealing = FileSealingKey::load_or_create(&config.sealing_key_file)?;
+    let db = config.db.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db))
+        .await?
+        .with_context(|| format!("cannot open the vault database {}", config.db.display()))?;
+    let secrets = VaultSecrets::load_or_create(&store, &sealing).await?;
+    let vault = Vault::new(
+        Arc::new(store),
+        Arc::new(secrets),
+        config.policy.clone(),
+        clock,
+    );
+    Ok(Opened { vault, token_key })
+}
+
+/// Serves `opened` on `listener` until `shutdown` resolves. Health answers
+/// SERVING from the start: [`open`] has loaded the database and secrets.
+pub async fn serve(
+    opened: Opened,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    health
+        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(e2eb_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let vault = KeyVaultServer::new(service::KeyVaultService::new(opened.vault))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let vault = tonic::service::interceptor::InterceptedService::new(
+        vault,
+        account_token::grpc::Authenticator::new(opened.token_key),
+    );
+    info!(listen = %listener.local_addr()?, "key-vault listening");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(vault)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    info!("key-vault stopped");
+    Ok(())
+}
+
+/// Runs the vault until `shutdown` resolves. Prints
+/// `key-vault public key fingerprint: <hex>` on stdout once the secrets are
+/// loaded, and writes the fingerprint to `--fingerprint-file` if given.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let opened = open(&config, Arc::new(SystemClock)).await?;
+    let fingerprint = opened.fingerprint();
+    println!("key-vault public key fingerprint: {fingerprint}");
+    if let Some(path) = &config.fingerprint_file {
+        write_fingerprint(path, &fingerprint)
+            .with_context(|| format!("cannot write the fingerprint file {}", path.display()))?;
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    serve(opened, listener, shutdown).await
+}
+
+/// Writes the fingerprint (and a newline) atomically: readers polling the
+/// file never see half of it.
+fn write_fingerprint(path: &Path, fingerprint: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, format!("{fingerprint}\n"))?;
+    std::fs::rename(&tmp, path)
+}

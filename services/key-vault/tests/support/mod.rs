@@ -1,0 +1,421 @@
+//! Test support: an in-process vault on 127.0.0.1:0 with a manual clock, and
+//! a device-side OPAQUE client (opaque-ke's `ClientRegistration` /
+//! `ClientLogin` with the fast Argon2 preset) that talks to it over gRPC.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use account_token::{AccountId, SigningKey};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use e2eb_proto::vault::v1 as pb;
+use e2eb_proto::vault::v1::key_vault_client::KeyVaultClient;
+use hkdf::Hkdf;
+use key_vault::clock::ManualClock;
+use key_vault::config::{Config, Policy};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use sha2::Sha256;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use vault_suite::Suite;
+use vault_suite::opaque_ke::{
+    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
+    ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
+};
+
+/// Files of one vault: database, sealing key, token key.
+pub fn config(dir: &Path, policy: Policy) -> Config {
+    use clap::Parser;
+    let mut config = Config::try_parse_from(["key-vault"]).expect("defaults parse");
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.db = dir.join("vault/vault.db");
+    config.sealing_key_file = dir.join("vault-sealing.key");
+    config.token_key_file = dir.join("token-signing.key");
+    config.policy = policy;
+    config
+}
+
+pub fn policy(max_guesses: u32) -> Policy {
+    Policy {
+        max_guesses,
+        ..Policy::default()
+    }
+}
+
+/// A vault served in-process until stopped.
+pub struct TestVault {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub clock: ManualClock,
+    pub fingerprint: String,
+    policy: Policy,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestVault {
+    pub async fn start(dir: &Path, policy: Policy) -> anyhow::Result<Self> {
+        Self::start_with_clock(dir, policy, ManualClock::new()).await
+    }
+
+    pub async fn start_with_clock(
+        dir: &Path,
+        policy: Policy,
+        clock: ManualClock,
+    ) -> anyhow::Result<Self> {
+        let config = config(dir, policy.clone());
+        let opened = key_vault::open(&config, Arc::new(clock.clone())).await?;
+        let fingerprint = opened.fingerprint();
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(key_vault::serve(opened, listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            dir: dir.to_path_buf(),
+            clock,
+            fingerprint,
+            policy,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Stops the server and waits until it has let go of its port.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+    }
+
+    /// Starts again on the same files (and the same clock).
+    pub async fn restart(self) -> Self {
+        let (dir, policy, clock) = (self.dir.clone(), self.policy.clone(), self.clock.clone());
+        self.stop().await;
+        Self::start_with_clock(&dir, policy, clock)
+            .await
+            .expect("restart")
+    }
+
+    pub fn token(&self, account: &str) -> String {
+        let key = SigningKey::load_or_create(&self.dir.join("token-signing.key")).unwrap();
+        key.mint(
+            &AccountId::new(account).unwrap(),
+            std::time::Duration::from_secs(600),
+        )
+    }
+
+    pub async fn client(&self, account: &str) -> VaultClient {
+        VaultClient::connect(self.addr, account, self.token(account)).await
+    }
+}
+
+/// What a device keeps from a registration.
+#[derive(Clone)]
+pub struct Registration {
+    pub export_key: Vec<u8>,
+    pub sealed_key: Vec<u8>,
+    pub server_public_key: Vec<u8>,
+}
+
+/// A successful login as the device sees it.
+pub struct LoggedIn {
+    pub sealed_key: Vec<u8>,
+    pub export_key: Vec<u8>,
+    pub ticket: Vec<u8>,
+    pub server_public_key: Vec<u8>,
+}
+
+pub enum LoginResult {
+    Success(LoggedIn),
+    Wrong { remaining: u32, erased: bool },
+}
+
+impl LoginResult {
+    pub fn success(self) -> LoggedIn {
+        match self {
+            Self::Success(logged_in) => logged_in,
+            Self::Wrong { remaining, erased } => {
+                panic!("login failed: {remaining} left, erased {erased}")
+            }
+        }
+    }
+    pub fn wrong(&self) -> (u32, bool) {
+        match self {
+            Self::Success(_) => panic!("login unexpectedly succeeded"),
+            Self::Wrong { remaining, erased } => (*remaining, *erased),
+        }
+    }
+}
+
+/// A login between its two RPCs.
+pub struct Pending {
+    pub state: ClientLogin<Suite>,
+    pub session_id: Vec<u8>,
+    pub credential_response: Vec<u8>,
+    pub guesses_remaining: u32,
+}
+
+pub struct VaultClient {
+    pub grpc: KeyVaultClient<Channel>,
+    pub account: String,
+    token: String,
+}
+
+impl VaultClient {
+    pub async fn connect(addr: SocketAddr, account: &str, token: String) -> Self {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        let grpc = KeyVaultClient::new(channel);
+        Self {
+            grpc,
+            account: account.into(),
+            token,
+        }
+    }
+
+    /// Another connection for the same account.
+    pub fn with_token(&self, token: String) -> Self {
+        Self {
+            grpc: self.grpc.clone(),
+            account: self.account.clone(),
+            token,
+        }
+    }
+
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        let value = format!("Bearer {}", self.token).parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+        request
+    }
+
+    pub async fn info(&mut self) -> Result<pb::GetVaultInfoResponse, Status> {
+        let request = self.request(pb::GetVaultInfoRequest {});
+        Ok(self.grpc.get_vault_info(request).await?.into_inner())
+    }
+
+    /// Full registration: seals `backup_key` under the export key.
+    pub async fn register(
+        &mut self,
+        password: &[u8],
+        backup_key: &[u8; 32],
+        key_proof: &[u8],
+        authorization: Option<pb::authorization::Proof>,
+    ) -> Result<Registration, Status> {
+        let start = ClientRegistration::<Suite>::start(&mut OsRng, password).unwrap();
+        let request = self.request(pb::RegisterStartRequest {
+            registration_request: start.message.serialize().to_vec(),
+        });
+        let started = self.grpc.register_start(request).await?.into_inner();
+        let ksf = vault_suite::argon2_insecure_fast_for_tests();
+        let finish = start
+            .state
+            .finish(
+                &mut OsRng,
+                password,
+                RegistrationResponse::deserialize(&started.registration_response).unwrap(),
+                ClientRegistrationFinishParameters::new(Identifiers::default(), Some(&ksf)),
+            )
+            .unwrap();
+        let sealed_key = seal_backup_key(&finish.export_key, &self.account, backup_key);
+        let request = self.request(pb::RegisterFinishRequest {
+            registration_upload: finish.message.serialize().to_vec(),
+            sealed_key: sealed_key.clone(),
+            key_proof_verifier: vault_suite::key_proof_verifier(key_proof).to_vec(),
+            authorization: authorization.map(|proof| pb::Authorization { proof: Some(proof) }),
+            registration_id: started.registration_id,
+        });
+        self.grpc.register_finish(request).await?;
+        Ok(Registration {
+            export_key: finish.export_key.to_vec(),
+            sealed_key,
+            server_public_key: finish.server_s_pk.serialize().to_vec(),
+        })
+    }
+
+    pub async fn login_start(&mut self, password: &[u8]) -> Result<Pending, Status> {
+        let start = ClientLogin::<Suite>::start(&mut OsRng, password).unwrap();
+        let request = self.request(pb::LoginStartRequest {
+            credential_request: start.message.serialize().to_vec(),
+        });
+        let started = self.grpc.login_start(request).await?.into_inner();
+        Ok(Pending {
+            state: start.state,
+            session_id: started.session_id,
+            credential_response: started.credential_response,
+            guesses_remaining: started.guesses_remaining,
+        })
+    }
+
+    /// Finishes as a real device does: a wrong password is found on the
+    /// device, which then sends an empty finalization for the verdict.
+    pub async fn login_finish(
+        &mut self,
+        pending: Pending,
+        password: &[u8],
+    ) -> Result<LoginResult, Status> {
+        let ksf = vault_suite::argon2_insecure_fast_for_tests();
+        let finished = pending.state.finish(
+            &mut OsRng,
+            password,
+            CredentialResponse::deserialize(&pending.credential_response).unwrap(),
+            ClientLoginFinishParameters::new(None, Identifiers::default(), Some(&ksf)),
+        );
+        let (finalization, keys) = match finished {
+            Ok(done) => (
+                done.message.serialize().to_vec(),
+                Some((
+                    done.session_key.to_vec(),
+                    done.export_key.to_vec(),
+                    done.server_s_pk.serialize().to_vec(),
+                )),
+            ),
+            Err(_) => (Vec::new(), None),
+        };
+        let response = self.finish_raw(&pending.session_id, finalization).await?;
+        match (response.outcome.expect("an outcome"), keys) {
+            (
+                pb::login_finish_response::Outcome::Success(success),
+                Some((session_key, export_key, server_public_key)),
+            ) => {
+                let sealed_key = vault_suite::open_login_response(
+                    &session_key,
+                    &self.account,
+                    &success.encrypted_sealed_key,
+                )
+                .expect("the login response opens under the session key");
+                Ok(LoginResult::Success(LoggedIn {
+                    sealed_key,
+                    export_key,
+                    ticket: success.login_ticket,
+                    server_public_key,
+                }))
+            }
+            (pb::login_finish_response::Outcome::WrongPassword(wrong), _) => {
+                Ok(LoginResult::Wrong {
+                    remaining: wrong.guesses_remaining,
+                    erased: wrong.key_erased,
+                })
+            }
+            (pb::login_finish_response::Outcome::Success(_), None) => {
+                panic!("the vault accepted a login the client could not finish")
+            }
+        }
+    }
+
+    pub async fn finish_raw(
+        &mut self,
+        session_id: &[u8],
+        finalization: Vec<u8>,
+    ) -> Result<pb::LoginFinishResponse, Status> {
+        let request = self.request(pb::LoginFinishRequest {
+            session_id: session_id.to_vec(),
+            credential_finalization: finalization,
+        });
+        Ok(self.grpc.login_finish(request).await?.into_inner())
+    }
+
+    pub async fn login(&mut self, password: &[u8]) -> Result<LoginResult, Status> {
+        let pending = self.login_start(password).await?;
+        self.login_finish(pending, password).await
+    }
+
+    pub async fn delete(
+        &mut self,
+        authorization: Option<pb::authorization::Proof>,
+        start_over: bool,
+    ) -> Result<(), Status> {
+        let request = self.request(pb::DeleteRecordRequest {
+            authorization: authorization.map(|proof| pb::Authorization { proof: Some(proof) }),
+            start_over,
+        });
+        self.grpc.delete_record(request).await.map(|_| ())
+    }
+}
+
+/// The device's sealing of `K`: AES-256-GCM under HKDF(export key), with the
+/// account id as associated data. The vault never holds the export key.
+pub fn seal_backup_key(export_key: &[u8], account: &str, backup_key: &[u8; 32]) -> Vec<u8> {
+    let mut nonce = [0u8; 12];
+    OsRng.fill_bytes(&mut nonce);
+    let ciphertext = backup_key_cipher(export_key)
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: backup_key,
+                aad: account.as_bytes(),
+            },
+        )
+        .unwrap();
+    [nonce.as_slice(), &ciphertext].concat()
+}
+
+pub fn open_backup_key(export_key: &[u8], account: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+    let (nonce, ciphertext) = sealed.split_at(12);
+    backup_key_cipher(export_key)
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: account.as_bytes(),
+            },
+        )
+        .ok()
+}
+
+fn backup_key_cipher(export_key: &[u8]) -> Aes256Gcm {
+    let mut key = [0u8; 32];
+    Hkdf::<Sha256>::new(None, export_key)
+        .expand(b"test/backup-key-seal", &mut key)
+        .unwrap();
+    Aes256Gcm::new_from_slice(&key).unwrap()
+}
+
+pub fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    OsRng.fill_bytes(&mut key);
+    key
+}
+
+/// Asserts the status is FAILED_PRECONDITION with `e2eb-reason: reason`.
+pub fn assert_reason<T>(result: Result<T, Status>, reason: &str) {
+    let Err(status) = result else {
+        panic!("expected FAILED_PRECONDITION {reason}, got success")
+    };
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get("e2eb-reason")
+            .map(|v| v.to_str().unwrap()),
+        Some(reason),
+        "{status:?}"
+    );
+}
+
+pub fn assert_code<T>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(_) => panic!("expected {code:?}, got success"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            status
+        }
+    }
+}
