@@ -165,11 +165,14 @@ pub trait RecordStore: Send + Sync + 'static {
         max_guesses: u32,
         now_ms: u64,
     ) -> Result<GuessCount, StoreError>;
-    /// A successful login against record `version`: the count goes to zero.
+    /// A successful login against record `version`: the count goes to zero
+    /// and, in the same transaction, `ticket` is stored under `ticket_hash`.
     async fn reset_guesses(
         &self,
         account: &str,
         version: Version,
+        ticket_hash: [u8; 32],
+        ticket: Ticket,
         now_ms: u64,
     ) -> Result<Reset, StoreError>;
     /// A failed login: reports the guesses left and erases the record if

@@ -211,6 +211,24 @@ fn truncate_log(conn: &Connection) {
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
+fn insert_ticket(
+    tx: &rusqlite::Transaction<'_>,
+    hash: [u8; 32],
+    ticket: &Ticket,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO login_tickets (hash, account, version, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            hash,
+            ticket.account,
+            ticket.version,
+            ms(ticket.expires_at_ms)
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
 fn state_of(
     tx: &rusqlite::Transaction<'_>,
     account: &str,
@@ -403,6 +421,8 @@ impl RecordStore for SqliteStore {
         &self,
         account: &str,
         version: Version,
+        ticket_hash: [u8; 32],
+        ticket: Ticket,
         now_ms: u64,
     ) -> Result<Reset, StoreError> {
         let account = account.to_owned();
@@ -420,7 +440,10 @@ impl RecordStore for SqliteStore {
                 .optional()
                 .map_err(db)?;
             let outcome = match sealed_key {
-                Some(sealed_key) => Reset::Reset { sealed_key },
+                Some(sealed_key) => {
+                    insert_ticket(&tx, ticket_hash, &ticket)?;
+                    Reset::Reset { sealed_key }
+                }
                 None => match state_of(&tx, &account)? {
                     Some((state, _)) if state == "erased" => Reset::Erased,
                     _ => Reset::Changed,
@@ -561,12 +584,11 @@ impl RecordStore for SqliteStore {
 
     async fn put_ticket(&self, hash: [u8; 32], ticket: Ticket) -> Result<(), StoreError> {
         self.with(move |conn| {
-            conn.execute(
-                "INSERT INTO login_tickets (hash, account, version, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![hash, ticket.account, ticket.version, ms(ticket.expires_at_ms)],
-            )
-            .map_err(db)?;
-            Ok(())
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            insert_ticket(&tx, hash, &ticket)?;
+            tx.commit().map_err(db)
         })
         .await
     }

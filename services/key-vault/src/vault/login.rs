@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::{LoginTicket, Vault, credential_identifier, exact, random16};
 use crate::error::VaultError;
-use crate::store::{Failure, GuessCount, Reset, Session};
+use crate::store::{Failure, GuessCount, Reset, Session, Ticket};
 
 /// LoginStart's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,16 +180,29 @@ impl Vault {
             Some(Err(_)) => return Err(VaultError::Internal("OPAQUE login finish failed")),
         };
 
+        // One transaction: the count goes to zero and the ticket exists.
+        let login_ticket = LoginTicket::generate();
+        let now = self.now_ms();
+        let ticket = Ticket {
+            account: account.as_str().to_owned(),
+            version: session.version,
+            expires_at_ms: crate::clock::deadline(now, self.policy.login_ticket_ttl),
+        };
         let sealed_key = match self
             .store
-            .reset_guesses(account.as_str(), session.version, self.now_ms())
+            .reset_guesses(
+                account.as_str(),
+                session.version,
+                login_ticket.hash(),
+                ticket,
+                now,
+            )
             .await?
         {
             Reset::Reset { sealed_key } => sealed_key,
             Reset::Erased => return Err(VaultError::KeyErased),
             Reset::Changed => return Err(VaultError::RecordChanged),
         };
-        let login_ticket = self.issue_ticket(account, session.version).await?;
         Span::current().record("outcome", "success");
         info!("login succeeded; guesses reset");
         Ok(LoginOutcome::Success {

@@ -27,7 +27,7 @@ use crate::clock::Clock;
 use crate::config::Policy;
 use crate::error::VaultError;
 use crate::secrets::VaultSecrets;
-use crate::store::{Record, RecordStore, Ticket, Version};
+use crate::store::{Record, RecordStore};
 
 /// The Backup Key Vault.
 #[derive(Clone)]
@@ -72,6 +72,11 @@ impl LoginTicket {
         let mut bytes = Zeroizing::new([0u8; vault_suite::LOGIN_TICKET_LEN]);
         OsRng.fill_bytes(bytes.as_mut());
         Self(bytes)
+    }
+
+    /// What the vault stores instead of the ticket.
+    fn hash(&self) -> [u8; 32] {
+        Sha256::digest(self.0.as_ref()).into()
     }
 
     pub fn expose_secret(&self) -> &[u8] {
@@ -150,28 +155,6 @@ impl Vault {
                 }
             }
         }
-    }
-
-    /// Issues a ticket for `account`'s record `version`.
-    async fn issue_ticket(
-        &self,
-        account: &AccountId,
-        version: Version,
-    ) -> Result<LoginTicket, VaultError> {
-        let ticket = LoginTicket::generate();
-        let hash: [u8; 32] = Sha256::digest(ticket.expose_secret()).into();
-        let expires_at_ms = crate::clock::deadline(self.now_ms(), self.policy.login_ticket_ttl);
-        self.store
-            .put_ticket(
-                hash,
-                Ticket {
-                    account: account.as_str().to_owned(),
-                    version,
-                    expires_at_ms,
-                },
-            )
-            .await?;
-        Ok(ticket)
     }
 }
 

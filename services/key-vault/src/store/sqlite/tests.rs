@@ -15,6 +15,14 @@ fn record(marker: u8) -> Record {
     }
 }
 
+fn ticket() -> Ticket {
+    Ticket {
+        account: "alice".into(),
+        version: [1; 16],
+        expires_at_ms: 100,
+    }
+}
+
 fn session(account: &str, version: Version, expires_at_ms: u64) -> Session {
     Session {
         account: account.into(),
@@ -67,11 +75,17 @@ async fn success_resets_only_the_version_it_started_against() {
     store.count_guess("alice", 10, 2).await.unwrap();
     store.count_guess("alice", 10, 2).await.unwrap();
     assert_eq!(
-        store.reset_guesses("alice", [7; 16], 3).await.unwrap(),
+        store
+            .reset_guesses("alice", [7; 16], [1; 32], ticket(), 3)
+            .await
+            .unwrap(),
         Reset::Changed
     );
     assert_eq!(
-        store.reset_guesses("alice", [1; 16], 3).await.unwrap(),
+        store
+            .reset_guesses("alice", [1; 16], [2; 32], ticket(), 3)
+            .await
+            .unwrap(),
         Reset::Reset {
             sealed_key: record(1).sealed_key
         }
@@ -80,8 +94,17 @@ async fn success_resets_only_the_version_it_started_against() {
         panic!("record gone")
     };
     assert_eq!(r.guesses, 0);
+    // The ticket is stored with a reset, and only then.
     assert_eq!(
-        store.reset_guesses("bob", [1; 16], 3).await.unwrap(),
+        store.take_ticket([2; 32], "alice").await.unwrap(),
+        Some(ticket())
+    );
+    assert_eq!(store.take_ticket([1; 32], "alice").await.unwrap(), None);
+    assert_eq!(
+        store
+            .reset_guesses("bob", [1; 16], [3; 32], ticket(), 3)
+            .await
+            .unwrap(),
         Reset::Changed
     );
 }
@@ -109,7 +132,10 @@ async fn failures_report_remaining_and_erase_at_the_last() {
         Failure::Erased
     );
     assert_eq!(
-        store.reset_guesses("alice", [1; 16], 3).await.unwrap(),
+        store
+            .reset_guesses("alice", [1; 16], [2; 32], ticket(), 3)
+            .await
+            .unwrap(),
         Reset::Erased
     );
 }
