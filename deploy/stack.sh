@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts and stops the local stack as plain processes on loopback:
-#   deploy/stack.sh up     build, start local-s3 and blob-gateway, wait until ready
+#   deploy/stack.sh up     build, start local-s3, key-vault, blob-gateway; wait until ready
 #   deploy/stack.sh down   stop exactly the processes `up` started
 #   deploy/stack.sh status show what runs
 # State (S3 data, token key, pid files, logs) lives under $E2EB_STATE_DIR.
@@ -11,6 +11,7 @@ STATE_DIR=${E2EB_STATE_DIR:-.state}
 PROFILE_DIR=${E2EB_TARGET_DIR:-target/debug}
 LOCAL_S3_PORT=${LOCAL_S3_PORT:-9000}
 BLOB_GATEWAY_PORT=${BLOB_GATEWAY_PORT:-50061}
+KEY_VAULT_PORT=${KEY_VAULT_PORT:-50062}
 STARTUP_SECS=${E2EB_STARTUP_SECS:-60}
 
 export LOCAL_S3_LISTEN=127.0.0.1:$LOCAL_S3_PORT
@@ -18,11 +19,15 @@ export LOCAL_S3_DATA_DIR=$STATE_DIR/s3
 export S3_ENDPOINT=${S3_ENDPOINT:-http://127.0.0.1:$LOCAL_S3_PORT}
 export BLOB_GATEWAY_LISTEN=127.0.0.1:$BLOB_GATEWAY_PORT
 export E2EB_TOKEN_KEY_FILE=${E2EB_TOKEN_KEY_FILE:-$STATE_DIR/token-signing.key}
+export KEY_VAULT_LISTEN=127.0.0.1:$KEY_VAULT_PORT
+export KEY_VAULT_DB=${KEY_VAULT_DB:-$STATE_DIR/vault/vault.db}
+export KEY_VAULT_SEALING_KEY_FILE=${KEY_VAULT_SEALING_KEY_FILE:-$STATE_DIR/vault/sealing.key}
+export KEY_VAULT_FINGERPRINT_FILE=${KEY_VAULT_FINGERPRINT_FILE:-$STATE_DIR/vault/fingerprint}
 
 PIDS=$STATE_DIR/pids
 LOGS=$STATE_DIR/logs
 # Start order; `down` stops in reverse.
-SERVICES=(local-s3 blob-gateway)
+SERVICES=(local-s3 key-vault blob-gateway)
 
 running() { # name -> 0 if the recorded pid is alive and is that program
   local pidfile=$PIDS/$1.pid pid
@@ -59,14 +64,17 @@ up() {
   if [[ -z ${E2EB_SKIP_BUILD:-} ]]; then
     cargo build --workspace --bins
   fi
-  mkdir -p "$PIDS" "$LOGS" "$LOCAL_S3_DATA_DIR"
+  mkdir -p "$PIDS" "$LOGS" "$LOCAL_S3_DATA_DIR" "$(dirname "$KEY_VAULT_DB")"
   start local-s3
   wait_tcp local-s3 "$LOCAL_S3_PORT"
+  start key-vault
+  wait_grpc key-vault "$KEY_VAULT_PORT" e2ebackup.vault.v1.KeyVault
   start blob-gateway
   wait_grpc blob-gateway "$BLOB_GATEWAY_PORT" e2ebackup.storage.v1.BlobGateway
   echo "stack is up (state and logs in $STATE_DIR):"
   echo "  local S3      http://127.0.0.1:$LOCAL_S3_PORT  (bucket e2e-backups, data $LOCAL_S3_DATA_DIR)"
   echo "  blob gateway  http://127.0.0.1:$BLOB_GATEWAY_PORT  (gRPC, health + reflection)"
+  echo "  key vault     http://127.0.0.1:$KEY_VAULT_PORT  (gRPC; pinned fingerprint $(cat "$KEY_VAULT_FINGERPRINT_FILE" 2>/dev/null))"
   echo "  token key     $E2EB_TOKEN_KEY_FILE  (mint: $PROFILE_DIR/mint-token --account NAME)"
 }
 

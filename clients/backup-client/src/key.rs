@@ -26,6 +26,9 @@ pub enum KeyPurpose {
     FileData,
     /// Seals the backup manifest.
     Manifest,
+    /// Proves knowledge of `K` to the key vault (password change, delete);
+    /// the vault stores only its SHA-256.
+    VaultProof,
 }
 
 impl KeyPurpose {
@@ -33,6 +36,7 @@ impl KeyPurpose {
         match self {
             KeyPurpose::FileData => b"e2e-backups v1 file data",
             KeyPurpose::Manifest => b"e2e-backups v1 manifest",
+            KeyPurpose::VaultProof => b"e2e-backups v1 vault proof",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod key;
 mod names;
 pub mod restore;
 pub mod seal;
+pub mod vault;
 
 pub use backup::{BackupError, BackupReport, back_up};
 pub use gateway::{BearerToken, GatewayClient, GatewayError};

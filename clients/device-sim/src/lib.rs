@@ -3,5 +3,6 @@
 //! lifecycle against the running stack, then reports what it measured.
 
 pub mod lifecycle;
+pub mod password_flow;
 pub mod phone;
 pub mod s3_baseline;

@@ -4,10 +4,12 @@ use std::path::PathBuf;
 
 use account_token::{AccountId, SigningKey};
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
-use device_sim::lifecycle::{KeyFlow, mib_per_sec};
+use backup_client::vault::KsfStrength;
+use clap::{Parser, Subcommand, ValueEnum};
+use device_sim::lifecycle::{KeyFlow, KeyFlowReport, mib_per_sec};
+use device_sim::password_flow::{PasswordFlow, PasswordFlowReport};
 use device_sim::phone::PhoneProfile;
-use device_sim::s3_baseline::{self, S3BaselineArgs};
+use device_sim::s3_baseline::{self, S3Baseline, S3BaselineArgs};
 use telemetry::LogArgs;
 
 #[derive(Parser)]
@@ -16,39 +18,76 @@ use telemetry::LogArgs;
     about = "Simulated phones running the encrypted-backup lifecycle"
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[arg(
         long,
         env = "BLOB_GATEWAY_ENDPOINT",
-        default_value = "http://127.0.0.1:50061"
+        default_value = "http://127.0.0.1:50061",
+        global = true
     )]
     gateway: String,
+    #[arg(
+        long,
+        env = "KEY_VAULT_ENDPOINT",
+        default_value = "http://127.0.0.1:50062",
+        global = true
+    )]
+    vault: String,
+    /// The vault public key fingerprint to pin (hex SHA-256). Read from
+    /// --vault-fingerprint-file when not given.
+    #[arg(long, env = "KEY_VAULT_FINGERPRINT", global = true)]
+    vault_fingerprint: Option<String>,
+    #[arg(
+        long,
+        env = "KEY_VAULT_FINGERPRINT_FILE",
+        default_value = ".state/vault/fingerprint",
+        global = true
+    )]
+    vault_fingerprint_file: PathBuf,
     /// The account authority's signing key (the dev key of the local stack).
     #[arg(
         long,
         env = "E2EB_TOKEN_KEY_FILE",
-        default_value = ".state/token-signing.key"
+        default_value = ".state/token-signing.key",
+        global = true
     )]
     token_key_file: PathBuf,
     /// Where the simulated phones live.
-    #[arg(long, env = "DEVICE_SIM_WORK_DIR", default_value = ".state/sim")]
+    #[arg(
+        long,
+        env = "DEVICE_SIM_WORK_DIR",
+        default_value = ".state/sim",
+        global = true
+    )]
     work_dir: PathBuf,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, global = true)]
     seed: u64,
-    #[arg(long, value_enum, default_value = "demo")]
+    #[arg(long, value_enum, default_value = "demo", global = true)]
     profile: Profile,
-    /// Account id; defaults to `sim-<seed>`.
-    #[arg(long)]
-    account: Option<String>,
+    /// Stretch passwords with cheap Argon2id parameters (tests only).
+    #[arg(long, global = true)]
+    insecure_fast_ksf: bool,
     /// Also time raw aws-sdk-s3 PUT/GET of the same bytes to the same S3 server.
-    #[arg(long)]
+    #[arg(long, global = true)]
     s3_baseline: bool,
     #[command(flatten)]
     s3: S3BaselineArgs,
     /// Write the report as JSON to this file as well.
-    #[arg(long)]
+    #[arg(long, global = true)]
     report_json: Option<PathBuf>,
     #[command(flatten)]
     log: LogArgs,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Command {
+    /// Both flows below, one phone each (the default).
+    Demo,
+    /// 64-digit key: back up, restore on a new phone, verify.
+    KeyFlow,
+    /// Password and vault: enable, restore, change, lockout, start over, disable.
+    PasswordFlow,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -61,29 +100,99 @@ enum Profile {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(&cli.log);
+    let command = cli.command.unwrap_or(Command::Demo);
     let token_key = SigningKey::load_or_create(&cli.token_key_file)?;
-    let account = AccountId::new(cli.account.clone().unwrap_or(format!("sim-{}", cli.seed)))?;
     let profile = match cli.profile {
         Profile::Demo => PhoneProfile::demo(),
         Profile::Small => PhoneProfile::small(),
     };
-    let flow = KeyFlow {
-        gateway_endpoint: &cli.gateway,
-        token_key: &token_key,
-        account,
-        seed: cli.seed,
-        profile,
-        work_dir: &cli.work_dir,
-    };
-    let report = flow
-        .run()
-        .await
-        .context("the key backup/restore flow failed")?;
 
-    println!(
-        "device-sim: 64-digit key flow for account {}",
-        report.account
-    );
+    let mut key_report = None;
+    let mut password_report = None;
+    let mut baseline = None;
+    if matches!(command, Command::Demo | Command::KeyFlow) {
+        let flow = KeyFlow {
+            gateway_endpoint: &cli.gateway,
+            token_key: &token_key,
+            account: AccountId::new(format!("sim-key-{}", cli.seed))?,
+            seed: cli.seed,
+            profile,
+            work_dir: &cli.work_dir,
+        };
+        let report = flow.run().await.context("the 64-digit key flow failed")?;
+        print_key_report(&report);
+        if cli.s3_baseline {
+            let sizes: Vec<u64> = device_sim::phone::list_files(&report.old_phone)?
+                .into_iter()
+                .map(|(_, size)| size)
+                .collect();
+            let measured = s3_baseline::measure(&cli.s3, &sizes).await?;
+            print_baseline(&measured);
+            baseline = Some(measured);
+        }
+        key_report = Some(report);
+    }
+    if matches!(command, Command::Demo | Command::PasswordFlow) {
+        let fingerprint = match &cli.vault_fingerprint {
+            Some(fingerprint) => fingerprint.clone(),
+            None => std::fs::read_to_string(&cli.vault_fingerprint_file).with_context(|| {
+                format!(
+                    "read the pinned vault fingerprint from {} (is the vault running?)",
+                    cli.vault_fingerprint_file.display()
+                )
+            })?,
+        };
+        let flow = PasswordFlow {
+            gateway_endpoint: &cli.gateway,
+            vault_endpoint: &cli.vault,
+            vault_fingerprint: fingerprint.trim(),
+            token_key: &token_key,
+            account: AccountId::new(format!("sim-password-{}", cli.seed))?,
+            seed: cli.seed + 1,
+            profile,
+            work_dir: &cli.work_dir,
+            ksf: if cli.insecure_fast_ksf {
+                KsfStrength::InsecureFastForTests
+            } else {
+                KsfStrength::Production
+            },
+        };
+        let report = flow.run().await.context("the password flow failed")?;
+        print_password_report(&report);
+        password_report = Some(report);
+    }
+
+    if let Some(path) = &cli.report_json {
+        let json = serde_json::json!({
+            "key_flow": key_report,
+            "password_flow": password_report,
+            "s3_baseline": baseline,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
+    }
+    let mismatches: Vec<&String> = key_report
+        .iter()
+        .flat_map(|r| &r.mismatches)
+        .chain(password_report.iter().flat_map(|r| &r.mismatches))
+        .collect();
+    if mismatches.is_empty() {
+        println!("verify: OK, every restored phone is byte-for-byte equal");
+        Ok(())
+    } else {
+        println!("verify: FAILED, {} paths differ:", mismatches.len());
+        for path in mismatches {
+            println!("  {path}");
+        }
+        std::process::exit(2);
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn print_key_report(report: &KeyFlowReport) {
+    println!("64-digit key flow, account {}", report.account);
     println!(
         "  phone            {} files, {:.1} MiB (chat db {:.1} MiB, media {:.1} MiB)",
         report.files,
@@ -105,44 +214,27 @@ async fn main() -> anyhow::Result<()> {
         report.restore_secs,
         report.restore_mib_per_sec()
     );
-    let mut baseline = None;
-    if cli.s3_baseline {
-        let sizes: Vec<u64> = device_sim::phone::list_files(&report.old_phone)?
-            .into_iter()
-            .map(|(_, size)| size)
-            .collect();
-        let measured = s3_baseline::measure(&cli.s3, &sizes).await?;
-        println!(
-            "  raw S3 PUT       {:.2} s  {:.1} MiB/s",
-            measured.put_secs,
-            mib_per_sec(measured.bytes, measured.put_secs)
-        );
-        println!(
-            "  raw S3 GET       {:.2} s  {:.1} MiB/s",
-            measured.get_secs,
-            mib_per_sec(measured.bytes, measured.get_secs)
-        );
-        baseline = Some(measured);
-    }
-    if let Some(path) = &cli.report_json {
-        let json = serde_json::json!({ "key_flow": report, "s3_baseline": baseline });
-        std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
-    }
-    if report.mismatches.is_empty() {
-        println!("  verify           OK: restored phone is byte-for-byte equal");
-        Ok(())
-    } else {
-        println!(
-            "  verify           FAILED: {} paths differ:",
-            report.mismatches.len()
-        );
-        for path in &report.mismatches {
-            println!("    {path}");
-        }
-        std::process::exit(2);
-    }
 }
 
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+fn print_baseline(measured: &S3Baseline) {
+    println!(
+        "  raw S3 PUT       {:.2} s  {:.1} MiB/s  (same bytes, same server, no gateway, no crypto)",
+        measured.put_secs,
+        mib_per_sec(measured.bytes, measured.put_secs)
+    );
+    println!(
+        "  raw S3 GET       {:.2} s  {:.1} MiB/s",
+        measured.get_secs,
+        mib_per_sec(measured.bytes, measured.get_secs)
+    );
+}
+
+fn print_password_report(report: &PasswordFlowReport) {
+    println!(
+        "password flow, account {} (vault limit {} guesses)",
+        report.account, report.max_guesses
+    );
+    for step in &report.steps {
+        println!("  {:<40} {:>6.2} s  {}", step.name, step.secs, step.outcome);
+    }
 }

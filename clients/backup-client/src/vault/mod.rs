@@ -1,0 +1,210 @@
+//! The device's side of the Backup Key Vault: OPAQUE registration and login
+//! with `opaque-ke`, the backup key sealed under the OPAQUE export key, the
+//! pinned vault key, and errors that tell the user what happened.
+//!
+//! One module per operation: [`register`] (enable backups with a password,
+//! or change it), [`recover`] (log in and unseal the key), [`delete`]
+//! (disable backups, or start over).
+
+mod delete;
+mod recover;
+mod register;
+mod secrets;
+
+use std::fmt;
+use std::time::Duration;
+
+use e2eb_proto::vault::v1::key_vault_client::KeyVaultClient;
+use e2eb_proto::vault::v1::{Authorization, GetVaultInfoRequest, authorization};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use vault_suite::argon2::Argon2;
+use zeroize::Zeroizing;
+
+use crate::gateway::BearerToken;
+use crate::key::{KeyPurpose, RootKey};
+
+pub use recover::Recovered;
+pub use secrets::{Password, UnsealError};
+
+/// Which Argon2id parameters the device stretches passwords with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KsfStrength {
+    /// m = 19 MiB, t = 2, p = 1 (see `vault_suite::argon2_production`).
+    Production,
+    /// Cheap parameters that make tests fast and passwords cheap to crack.
+    InsecureFastForTests,
+}
+
+impl KsfStrength {
+    fn argon2(self) -> Argon2<'static> {
+        match self {
+            KsfStrength::Production => vault_suite::argon2_production(),
+            KsfStrength::InsecureFastForTests => vault_suite::argon2_insecure_fast_for_tests(),
+        }
+    }
+}
+
+/// What went wrong talking to the vault, in terms the user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(
+        "wrong password; {guesses_remaining} guesses remain before the backup key is erased for good"
+    )]
+    WrongPassword { guesses_remaining: u32 },
+    #[error(
+        "the backup key was erased after too many wrong password guesses; this backup can never be restored. Start over to enable new backups"
+    )]
+    KeyErased,
+    #[error("no backup password is set up for this account")]
+    NotRegistered,
+    #[error(
+        "a backup password is already set; prove the current password or the 64-digit key to change it"
+    )]
+    ProofRequired,
+    #[error("the vault refused the proof (wrong key, or a login ticket that expired or was used)")]
+    ProofRejected,
+    #[error(
+        "the vault presented public key {presented}, not the pinned {pinned}; refusing to talk to it (possible impostor)"
+    )]
+    VaultKeyMismatch { pinned: String, presented: String },
+    #[error("the login took too long or was interrupted; try again")]
+    SessionLost,
+    #[error("the key vault is unreachable ({0}); retry later")]
+    Unavailable(String),
+    #[error("the key vault refused the account token ({0}); get a new token")]
+    Unauthenticated(String),
+    #[error("the key vault answered something this device cannot use ({0})")]
+    Protocol(String),
+}
+
+impl VaultError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, VaultError::Unavailable(_) | VaultError::SessionLost)
+    }
+}
+
+impl From<Status> for VaultError {
+    fn from(status: Status) -> Self {
+        let reason = status
+            .metadata()
+            .get(vault_suite::REASON_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let message = status.message().to_string();
+        match (status.code(), reason.as_str()) {
+            (Code::FailedPrecondition, vault_suite::REASON_KEY_ERASED) => VaultError::KeyErased,
+            (Code::FailedPrecondition, vault_suite::REASON_PROOF_REQUIRED) => {
+                VaultError::ProofRequired
+            }
+            (Code::FailedPrecondition, _) => VaultError::SessionLost,
+            (Code::NotFound, _) => VaultError::NotRegistered,
+            (Code::PermissionDenied, _) => VaultError::ProofRejected,
+            (Code::Unauthenticated, _) => VaultError::Unauthenticated(message),
+            (Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled, _) => {
+                VaultError::Unavailable(message)
+            }
+            (code, _) => VaultError::Protocol(format!("{code:?}: {message}")),
+        }
+    }
+}
+
+impl From<tonic::transport::Error> for VaultError {
+    fn from(error: tonic::transport::Error) -> Self {
+        VaultError::Unavailable(error.to_string())
+    }
+}
+
+/// How the device proves it may replace or delete an existing record.
+pub enum Proof<'a> {
+    /// A ticket from a login that just succeeded (proof of the password).
+    LoginTicket(&'a LoginTicket),
+    /// Proof derived from the backup key (the user has the 64-digit key).
+    BackupKey(&'a RootKey),
+}
+
+impl Proof<'_> {
+    fn to_wire(&self) -> Authorization {
+        let proof = match self {
+            Proof::LoginTicket(ticket) => authorization::Proof::LoginTicket(ticket.0.to_vec()),
+            Proof::BackupKey(key) => authorization::Proof::KeyProof(key_proof(key).to_vec()),
+        };
+        Authorization { proof: Some(proof) }
+    }
+}
+
+/// Single-use proof of a successful login, valid for a few minutes.
+pub struct LoginTicket(Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for LoginTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoginTicket(<redacted>)")
+    }
+}
+
+fn key_proof(key: &RootKey) -> Zeroizing<[u8; 32]> {
+    Zeroizing::new(*key.derive(KeyPurpose::VaultProof).expose_secret())
+}
+
+type Inner = KeyVaultClient<InterceptedService<Channel, BearerToken>>;
+
+/// A connection to the key vault on behalf of one account, pinned to one
+/// vault public key.
+#[derive(Clone)]
+pub struct VaultClient {
+    inner: Inner,
+    account: String,
+    pinned: String,
+    ksf: KsfStrength,
+}
+
+impl VaultClient {
+    /// `pinned_fingerprint` is the lowercase hex SHA-256 of the vault's
+    /// public key that this device trusts.
+    pub fn connect(
+        endpoint: &str,
+        token: BearerToken,
+        account: &str,
+        pinned_fingerprint: &str,
+        ksf: KsfStrength,
+    ) -> Result<Self, VaultError> {
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| VaultError::Protocol(format!("vault endpoint {endpoint}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self {
+            inner: KeyVaultClient::with_interceptor(channel, token),
+            account: account.to_string(),
+            pinned: pinned_fingerprint.trim().to_ascii_lowercase(),
+            ksf,
+        })
+    }
+
+    /// Checks a public key the vault presented inside OPAQUE against the pin.
+    fn check_pin(&self, server_public_key: &[u8]) -> Result<(), VaultError> {
+        let presented = vault_suite::fingerprint(server_public_key);
+        if presented == self.pinned {
+            Ok(())
+        } else {
+            Err(VaultError::VaultKeyMismatch {
+                pinned: self.pinned.clone(),
+                presented,
+            })
+        }
+    }
+
+    /// The vault's advertised fingerprint and guess limit (informational:
+    /// the pin is checked on the key inside the OPAQUE messages).
+    pub async fn info(&self) -> Result<(String, u32), VaultError> {
+        let info = self
+            .inner
+            .clone()
+            .get_vault_info(GetVaultInfoRequest {})
+            .await?
+            .into_inner();
+        Ok((info.fingerprint, info.max_guesses))
+    }
+}
