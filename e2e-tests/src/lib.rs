@@ -1,4 +1,5 @@
-//! The end-to-end harness: starts the real binaries (local S3, blob gateway)
+//! The end-to-end harness: starts the real binaries (local S3, key vault,
+//! blob gateway)
 //! on fresh loopback ports in a temporary directory, waits until each is
 //! ready (the gateway by its gRPC health check), and kills them in reverse
 //! order when dropped, also when a test panics.
@@ -13,10 +14,14 @@ use std::time::{Duration, Instant};
 
 use account_token::{AccountId, SigningKey};
 use anyhow::Context;
+use backup_client::vault::{KsfStrength, VaultClient};
 use backup_client::{BearerToken, GatewayClient};
 
 pub const BUCKET: &str = "e2e-backups";
 pub const GATEWAY_SERVICE: &str = "e2ebackup.storage.v1.BlobGateway";
+pub const VAULT_SERVICE: &str = "e2ebackup.vault.v1.KeyVault";
+/// The vault's guess limit in these tests (the production default is 10).
+pub const MAX_GUESSES: u32 = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running process and the name it is known by.
@@ -29,6 +34,7 @@ pub struct Stack {
     dir: tempfile::TempDir,
     pub s3_port: u16,
     pub gateway_port: u16,
+    pub vault_port: u16,
     pub token_key: SigningKey,
     processes: Vec<Process>,
 }
@@ -70,10 +76,12 @@ impl Stack {
             dir,
             s3_port: free_port(),
             gateway_port: free_port(),
+            vault_port: free_port(),
             token_key,
             processes: Vec::new(),
         };
         stack.start_s3().await?;
+        stack.start_vault().await?;
         stack.start_gateway().await?;
         Ok(stack)
     }
@@ -97,6 +105,39 @@ impl Stack {
 
     pub fn gateway_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
+    pub fn vault_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.vault_port)
+    }
+
+    pub fn vault_db(&self) -> PathBuf {
+        self.dir().join("vault/vault.db")
+    }
+
+    /// The fingerprint the vault wrote at start: what clients pin.
+    pub fn vault_fingerprint(&self) -> String {
+        std::fs::read_to_string(self.dir().join("vault/fingerprint"))
+            .expect("the vault wrote its fingerprint")
+            .trim()
+            .to_string()
+    }
+
+    /// A vault client for `account`, pinned to this stack's vault, with the
+    /// cheap test KSF.
+    pub fn vault(&self, account: &str) -> VaultClient {
+        self.vault_pinned(account, &self.vault_fingerprint())
+    }
+
+    pub fn vault_pinned(&self, account: &str, fingerprint: &str) -> VaultClient {
+        VaultClient::connect(
+            &self.vault_endpoint(),
+            self.token(account),
+            account,
+            fingerprint,
+            KsfStrength::InsecureFastForTests,
+        )
+        .expect("the vault endpoint is a valid URL")
     }
 
     pub fn s3_endpoint(&self) -> String {
@@ -123,7 +164,8 @@ impl Stack {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .env("RUST_LOG", "info")
+            // Debug level, so the no-secrets-in-logs test sees everything.
+            .env("RUST_LOG", "debug")
             .spawn()
             .with_context(|| format!("spawn {name}"))?;
         self.processes.push(Process { name, child });
@@ -143,6 +185,29 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
+    }
+
+    /// Starts the stack's key vault (state under `<dir>/vault`).
+    pub async fn start_vault(&mut self) -> anyhow::Result<()> {
+        let state = self.dir().join("vault");
+        self.start_vault_in(&state).await
+    }
+
+    /// Starts a key vault whose database, sealing key and fingerprint file
+    /// live in `state`: another directory is another vault identity.
+    pub async fn start_vault_in(&mut self, state: &Path) -> anyhow::Result<()> {
+        let mut command = Command::new(bin("key-vault"));
+        command
+            .env("KEY_VAULT_LISTEN", format!("127.0.0.1:{}", self.vault_port))
+            .env("KEY_VAULT_DB", state.join("vault.db"))
+            .env("KEY_VAULT_SEALING_KEY_FILE", state.join("sealing.key"))
+            .env("KEY_VAULT_FINGERPRINT_FILE", state.join("fingerprint"))
+            .env("KEY_VAULT_MAX_GUESSES", MAX_GUESSES.to_string())
+            .env("E2EB_TOKEN_KEY_FILE", self.dir().join("token-signing.key"));
+        self.spawn("key-vault", &mut command)?;
+        health_probe::wait_serving(&self.vault_endpoint(), VAULT_SERVICE, READY_TIMEOUT)
+            .await
+            .with_context(|| self.log_tail("key-vault"))
     }
 
     pub async fn start_gateway(&mut self) -> anyhow::Result<()> {

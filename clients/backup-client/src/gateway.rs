@@ -49,9 +49,19 @@ impl GatewayError {
     }
 }
 
+/// Whether a status was made on this side from a broken connection (a
+/// server that died mid-call) rather than sent by the server: tonic reports
+/// those as `Unknown` with the transport error as its source.
+pub(crate) fn is_connection_failure(status: &Status) -> bool {
+    status.code() == Code::Unknown && std::error::Error::source(status).is_some()
+}
+
 impl From<Status> for GatewayError {
     fn from(status: Status) -> Self {
         let message = status.message().to_string();
+        if is_connection_failure(&status) {
+            return GatewayError::Unavailable(message);
+        }
         match status.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 GatewayError::Unavailable(message)

@@ -9,6 +9,8 @@ use super::{Proof, VaultClient, VaultError};
 impl VaultClient {
     /// Erases the record after proof of the password or the key.
     pub async fn delete(&self, proof: Proof<'_>) -> Result<(), VaultError> {
+        // A key proof handed to an impostor could be replayed to the real vault.
+        self.verify_vault().await?;
         self.inner
             .clone()
             .delete_record(DeleteRecordRequest {
@@ -23,6 +25,7 @@ impl VaultClient {
     /// Erases the record without proof, so backups can be enabled anew.
     /// Whatever the old record protected can never be recovered.
     pub async fn start_over(&self) -> Result<(), VaultError> {
+        self.verify_vault().await?;
         self.inner
             .clone()
             .delete_record(DeleteRecordRequest {

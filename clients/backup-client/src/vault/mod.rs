@@ -94,6 +94,9 @@ impl From<Status> for VaultError {
             .unwrap_or_default()
             .to_string();
         let message = status.message().to_string();
+        if crate::gateway::is_connection_failure(&status) {
+            return VaultError::Unavailable(message);
+        }
         match (status.code(), reason.as_str()) {
             (Code::FailedPrecondition, vault_suite::REASON_KEY_ERASED) => VaultError::KeyErased,
             (Code::FailedPrecondition, vault_suite::REASON_PROOF_REQUIRED) => {
@@ -196,8 +199,7 @@ impl VaultClient {
         }
     }
 
-    /// The vault's advertised fingerprint and guess limit (informational:
-    /// the pin is checked on the key inside the OPAQUE messages).
+    /// The vault's advertised fingerprint and guess limit.
     pub async fn info(&self) -> Result<(String, u32), VaultError> {
         let info = self
             .inner
@@ -206,5 +208,19 @@ impl VaultClient {
             .await?
             .into_inner();
         Ok((info.fingerprint, info.max_guesses))
+    }
+
+    /// Checks the key the vault advertises against the pin before any
+    /// secret-bearing call, for a clear early error. An impostor could lie
+    /// here; the authoritative check is on the key inside the OPAQUE
+    /// messages (registration response, login envelope).
+    async fn verify_vault(&self) -> Result<(), VaultError> {
+        let info = self
+            .inner
+            .clone()
+            .get_vault_info(GetVaultInfoRequest {})
+            .await?
+            .into_inner();
+        self.check_pin(&info.server_public_key)
     }
 }

@@ -29,6 +29,7 @@ impl VaultClient {
     /// guess erases the key ([`VaultError::KeyErased`]).
     pub async fn recover(&self, password: &Password) -> Result<Recovered, VaultError> {
         let protocol = |e: ProtocolError| VaultError::Protocol(format!("OPAQUE login: {e}"));
+        self.verify_vault().await?;
         let start =
             ClientLogin::<Suite>::start(&mut OsRng, password.expose_secret()).map_err(protocol)?;
         let response = self

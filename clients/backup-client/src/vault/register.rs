@@ -26,6 +26,7 @@ impl VaultClient {
         let protocol = |e: vault_suite::opaque_ke::errors::ProtocolError| {
             VaultError::Protocol(format!("OPAQUE registration: {e}"))
         };
+        self.verify_vault().await?;
         let start = ClientRegistration::<Suite>::start(&mut OsRng, password.expose_secret())
             .map_err(protocol)?;
         let response = self

@@ -1,5 +1,4 @@
-//! End-to-end: the real local S3 and blob gateway binaries, driven by the
-//! real backup client and simulator.
+//! Backups with the 64-digit key, and the gateway's guarantees.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +12,7 @@ use e2e_tests::{Stack, bin};
 
 const ALICE: &str = "alice";
 
-fn small_phone(dir: &Path, seed: u64) -> PathBuf {
+pub fn small_phone(dir: &Path, seed: u64) -> PathBuf {
     let root = dir.join(format!("phone-{seed}"));
     phone::create_phone(&root, seed, &PhoneProfile::small()).expect("create a phone");
     root
@@ -419,10 +418,19 @@ async fn storage_or_gateway_down_is_unavailable_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_simulator_runs_the_key_flow_against_the_stack() {
+async fn the_simulator_runs_both_flows_against_the_stack() {
     let stack = Stack::start().await.unwrap();
     let output = Command::new(bin("device-sim"))
-        .args(["--profile", "small", "--seed", "9"])
+        .args([
+            "demo",
+            "--profile",
+            "small",
+            "--seed",
+            "9",
+            "--insecure-fast-ksf",
+        ])
+        .env("KEY_VAULT_ENDPOINT", stack.vault_endpoint())
+        .env("KEY_VAULT_FINGERPRINT", stack.vault_fingerprint())
         .env("BLOB_GATEWAY_ENDPOINT", stack.gateway_endpoint())
         .env("E2EB_TOKEN_KEY_FILE", stack.dir().join("token-signing.key"))
         .env("DEVICE_SIM_WORK_DIR", stack.dir().join("sim"))
@@ -435,4 +443,11 @@ async fn the_simulator_runs_the_key_flow_against_the_stack() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("byte-for-byte equal"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "key erased after {} wrong guesses",
+            e2e_tests::MAX_GUESSES
+        )),
+        "{stdout}"
+    );
 }

@@ -1,0 +1,5 @@
+//! End-to-end: the real local S3, key vault and blob gateway binaries,
+//! driven by the real backup client and simulator. One test binary.
+
+mod key_backup;
+mod vault;
