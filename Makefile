@@ -2,9 +2,9 @@
 SHELL := /bin/bash
 export E2EB_STATE_DIR ?= .state
 
-.PHONY: demo up down status test bench build clean-state
+.PHONY: demo up down status test bench bench-vault build clean-state
 
-## Build, start the stack, run a simulated phone through backup and restore.
+## Build, start the stack, run simulated phones through the key and password flows.
 demo: up
 	target/debug/device-sim --s3-baseline --report-json $(E2EB_STATE_DIR)/demo-report.json
 
@@ -31,6 +31,10 @@ test:
 ## Throughput of the demo phone against raw aws-sdk-s3 on the same server.
 bench: up
 	target/debug/device-sim --s3-baseline
+
+## Vault cost per registration and login through gRPC next to opaque-ke alone.
+bench-vault:
+	cargo bench -p key-vault --bench vault
 
 ## Forget all local state (stops the stack first).
 clean-state: down
