@@ -9,11 +9,18 @@ pub mod storage {
     pub mod v1 {
         tonic::include_proto!("e2ebackup.storage.v1");
     }
+    pub mod v2 {
+        tonic::include_proto!("e2ebackup.storage.v2");
+    }
 }
 
 pub mod backup {
     pub mod v1 {
         tonic::include_proto!("e2ebackup.backup.v1");
+    }
+
+    pub mod v2 {
+        tonic::include_proto!("e2ebackup.backup.v2");
     }
 }
 
