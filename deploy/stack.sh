@@ -70,7 +70,7 @@ up() {
   start key-vault
   wait_grpc key-vault "$KEY_VAULT_PORT" e2ebackup.vault.v1.KeyVault
   start blob-gateway
-  wait_grpc blob-gateway "$BLOB_GATEWAY_PORT" e2ebackup.storage.v1.BlobGateway
+  wait_grpc blob-gateway "$BLOB_GATEWAY_PORT" e2ebackup.storage.v2.BlobGateway
   echo "stack is up (state and logs in $STATE_DIR):"
   echo "  local S3      http://127.0.0.1:$LOCAL_S3_PORT  (bucket e2e-backups, data $LOCAL_S3_DATA_DIR)"
   echo "  blob gateway  http://127.0.0.1:$BLOB_GATEWAY_PORT  (gRPC, health + reflection)"

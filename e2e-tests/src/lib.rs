@@ -18,10 +18,12 @@ use backup_client::vault::{KsfStrength, VaultClient};
 use backup_client::{BearerToken, GatewayClient};
 
 pub const BUCKET: &str = "e2e-backups";
-pub const GATEWAY_SERVICE: &str = "e2ebackup.storage.v1.BlobGateway";
+pub const GATEWAY_SERVICE: &str = "e2ebackup.storage.v2.BlobGateway";
 pub const VAULT_SERVICE: &str = "e2ebackup.vault.v1.KeyVault";
 /// The vault's guess limit in these tests (the production default is 10).
 pub const MAX_GUESSES: u32 = 5;
+/// The gateway's per-account quota in these tests.
+pub const QUOTA_BYTES: u64 = 2 << 20;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running process and the name it is known by.
@@ -36,6 +38,8 @@ pub struct Stack {
     pub gateway_port: u16,
     pub vault_port: u16,
     pub token_key: SigningKey,
+    /// Extra environment for the next gateway start (e.g. a failpoint).
+    pub gateway_env: Vec<(String, String)>,
     processes: Vec<Process>,
 }
 
@@ -78,6 +82,7 @@ impl Stack {
             gateway_port: free_port(),
             vault_port: free_port(),
             token_key,
+            gateway_env: Vec::new(),
             processes: Vec::new(),
         };
         stack.start_s3().await?;
@@ -220,15 +225,14 @@ impl Stack {
             .env("S3_ENDPOINT", self.s3_endpoint())
             .env("E2EB_TOKEN_KEY_FILE", self.dir().join("token-signing.key"))
             // Small limits so the tests can reach them.
-            .env(
-                "BLOB_GATEWAY_MAX_BLOB_BYTES",
-                (64 * 1024 * 1024).to_string(),
-            )
-            .env(
-                "BLOB_GATEWAY_MAX_MESSAGE_BYTES",
-                (2 * 1024 * 1024).to_string(),
-            )
-            .env("BLOB_GATEWAY_PART_BYTES", (5 * 1024 * 1024).to_string());
+            .env("BLOB_GATEWAY_MAX_CHUNK_BYTES", (2 << 20).to_string())
+            .env("BLOB_GATEWAY_MAX_MESSAGE_BYTES", (2 << 20).to_string())
+            .env("BLOB_GATEWAY_QUOTA_BYTES", QUOTA_BYTES.to_string())
+            .envs(
+                self.gateway_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            );
         self.spawn("blob-gateway", &mut command)?;
         health_probe::wait_serving(&self.gateway_endpoint(), GATEWAY_SERVICE, READY_TIMEOUT)
             .await

@@ -1,22 +1,29 @@
-//! Back up a device: seal every file and the manifest, upload them as a new
-//! staged backup, then commit it in place of the previous one.
+//! Back up a device: cut every file into content-defined chunks, upload the
+//! chunks the gateway does not hold yet, then commit a sealed manifest as
+//! the next generation. Unchanged chunks are never sent again, and an
+//! interrupted backup resumes without re-sending what arrived.
 
-use std::io::Read;
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use e2eb_proto::backup::v1::{FileEntry, Manifest};
-use prost::Message;
-use rand::RngCore;
+use e2eb_proto::backup::v2::{ChunkRef, FileEntry, Manifest};
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info};
 
-use crate::device_files::{self, DeviceFile};
-use crate::gateway::{GatewayClient, GatewayError, MESSAGE_DATA_LEN};
-use crate::key::{KeyPurpose, RootKey};
+use crate::chunking::{self, Chunk, ChunkId, ChunkIds};
+use crate::device_files;
+use crate::gateway::{GatewayClient, GatewayError};
+use crate::key::{DerivedKey, KeyPurpose, RootKey};
+use crate::manifest;
 use crate::names;
-use crate::seal::{self, ObjectKind, Sealer};
+use crate::seal;
+
+/// Chunks uploaded at once.
+const UPLOAD_CONCURRENCY: usize = 8;
+/// New chunks collected before asking the gateway which it already has.
+const BATCH: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -32,19 +39,25 @@ pub enum BackupError {
 }
 
 /// What a finished backup did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BackupReport {
-    pub backup_id: String,
+    pub generation: u64,
     pub files: usize,
-    /// Plaintext bytes read from the device.
+    /// Plaintext bytes on the device.
     pub plain_bytes: u64,
-    /// Sealed bytes sent to the gateway, manifest included.
+    pub chunks: usize,
+    /// Chunks this run sent (the rest the gateway already held).
+    pub uploaded_chunks: usize,
+    /// Plaintext bytes of the chunks this run sent.
+    pub uploaded_plain_bytes: u64,
+    /// Sealed bytes this run sent, manifest included.
     pub uploaded_bytes: u64,
-    /// Blobs of the replaced backup the gateway deleted after the commit.
-    pub deleted_blobs: u64,
+    pub manifest_bytes: u64,
+    /// Chunks of the replaced generation the gateway deleted.
+    pub deleted_chunks: u64,
 }
 
-/// Backs up every regular file under `device_root` for `account`.
+/// Backs up every regular file under `device_root` for `account` under `key`.
 pub async fn back_up(
     gateway: &GatewayClient,
     account: &str,
@@ -55,146 +68,188 @@ pub async fn back_up(
         path: device_root.display().to_string(),
         source,
     })?;
-    let previous = gateway.get_backup().await?.map(|b| b.backup_id);
-    let backup_id = new_backup_id();
-    let file_key = key.derive(KeyPurpose::FileData);
-
+    let expected = gateway.get_backup().await?.map_or(0, |b| b.generation);
+    // Chunks the previous generation holds need no question to the gateway.
+    let mut known = previous_chunks(gateway, account, key, expected).await;
+    let ids = ChunkIds::new(key);
+    let chunk_key = key.derive(KeyPurpose::FileData);
+    let mut report = BackupReport {
+        files: files.len(),
+        ..BackupReport::default()
+    };
     let mut manifest = Manifest {
         account_id: account.to_string(),
-        backup_id: backup_id.clone(),
+        generation: expected + 1,
         created_at: unix_now(),
         files: Vec::with_capacity(files.len()),
     };
-    let mut report = BackupReport {
-        backup_id: backup_id.clone(),
-        files: files.len(),
-        plain_bytes: 0,
-        uploaded_bytes: 0,
-        deleted_blobs: 0,
-    };
-    for (index, file) in files.iter().enumerate() {
-        let blob = names::file_blob(index);
-        let context = names::file_context(account, &backup_id, &blob, &file.path);
-        upload_file(
-            gateway,
-            device_root,
-            file,
-            &backup_id,
-            &blob,
-            &file_key,
-            context,
-        )
-        .await?;
-        debug!(blob, size = file.size, "uploaded file");
-        report.plain_bytes += file.size;
-        report.uploaded_bytes += seal::sealed_len(file.size);
-        manifest.files.push(FileEntry {
-            path: file.path.clone(),
-            size: file.size,
-            blob,
-        });
-    }
 
-    let sealed_manifest = seal::seal(
-        &key.derive(KeyPurpose::Manifest),
-        ObjectKind::Manifest,
-        &names::manifest_context(account, &backup_id),
-        &manifest.encode_to_vec(),
-    );
-    report.uploaded_bytes += sealed_manifest.len() as u64;
-    let size = sealed_manifest.len() as u64;
-    let pieces: Vec<Vec<u8>> = sealed_manifest
-        .chunks(MESSAGE_DATA_LEN)
-        .map(<[u8]>::to_vec)
+    // A blocking thread reads and cuts the files; this task uploads.
+    let (tx, mut rx) = mpsc::channel::<Result<(usize, Chunk), BackupError>>(BATCH);
+    let root = device_root.to_path_buf();
+    let listed = files.clone();
+    let chunk_ids = ids.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        for (index, file) in listed.iter().enumerate() {
+            let read_error = |source| BackupError::ReadDevice {
+                path: file.path.clone(),
+                source,
+            };
+            let opened = match std::fs::File::open(root.join(&file.path)) {
+                Ok(opened) => opened,
+                Err(e) => return tx.blocking_send(Err(read_error(e))).ok(),
+            };
+            let mut total = 0u64;
+            for chunk in chunking::chunks(opened, &chunk_ids) {
+                let item = chunk.map_err(read_error).map(|c| {
+                    total += c.data.len() as u64;
+                    (index, c)
+                });
+                let failed = item.is_err();
+                tx.blocking_send(item).ok()?;
+                if failed {
+                    return None;
+                }
+            }
+            if total != file.size {
+                let changed = BackupError::FileChanged {
+                    path: file.path.clone(),
+                };
+                return tx.blocking_send(Err(changed)).ok();
+            }
+        }
+        None
+    });
+
+    manifest.files = files
+        .iter()
+        .map(|f| FileEntry {
+            path: f.path.clone(),
+            size: f.size,
+            chunks: Vec::new(),
+        })
         .collect();
-    gateway
-        .upload_blob(
-            &backup_id,
-            names::MANIFEST_BLOB,
-            size,
-            futures::stream::iter(pieces),
-        )
-        .await?;
+    let mut pending: Vec<Chunk> = Vec::new();
+    let mut referenced: Vec<String> = Vec::new();
+    let mut seen: HashSet<ChunkId> = HashSet::new();
+    while let Some(item) = rx.recv().await {
+        let (index, chunk) = item?;
+        report.chunks += 1;
+        report.plain_bytes += chunk.data.len() as u64;
+        manifest.files[index].chunks.push(ChunkRef {
+            id: chunk.id.0.to_vec(),
+            size: chunk.data.len() as u32,
+        });
+        if seen.insert(chunk.id) {
+            referenced.push(chunk.id.to_hex());
+            if !known.contains(&chunk.id) {
+                pending.push(chunk);
+            }
+        }
+        if pending.len() >= BATCH {
+            upload(
+                gateway,
+                account,
+                &chunk_key,
+                &mut pending,
+                &mut known,
+                &mut report,
+            )
+            .await?;
+        }
+    }
+    reader.await.expect("the chunking task does not panic");
+    upload(
+        gateway,
+        account,
+        &chunk_key,
+        &mut pending,
+        &mut known,
+        &mut report,
+    )
+    .await?;
 
-    report.deleted_blobs = gateway
-        .commit_backup(&backup_id, previous.as_deref())
-        .await?;
+    let sealed = manifest::seal(key, account, &manifest);
+    report.manifest_bytes = sealed.len() as u64;
+    report.uploaded_bytes += sealed.len() as u64;
+    let committed = gateway.commit(expected, sealed, referenced).await?;
+    report.generation = committed.generation;
+    report.deleted_chunks = committed.deleted_chunks;
     info!(
-        backup_id,
+        generation = report.generation,
         files = report.files,
-        plain_bytes = report.plain_bytes,
+        chunks = report.chunks,
+        uploaded_chunks = report.uploaded_chunks,
         uploaded_bytes = report.uploaded_bytes,
         "backup committed"
     );
     Ok(report)
 }
 
-/// Seals one file on a blocking thread and streams it to the gateway.
-async fn upload_file(
+/// The chunk ids of the committed generation, if its manifest opens with
+/// this key (after a key rotation it does not, and every chunk is new).
+async fn previous_chunks(
     gateway: &GatewayClient,
-    device_root: &Path,
-    file: &DeviceFile,
-    backup_id: &str,
-    blob: &str,
-    file_key: &crate::key::DerivedKey,
-    context: Vec<u8>,
-) -> Result<(), BackupError> {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
-    let path = device_root.join(&file.path);
-    let expected = file.size;
-    let key = file_key.clone();
-    let shown_path = file.path.clone();
-    let producer = tokio::task::spawn_blocking(move || -> Result<(), BackupError> {
-        let read_error = |source| BackupError::ReadDevice {
-            path: shown_path.clone(),
-            source,
-        };
-        let mut reader = std::fs::File::open(&path).map_err(read_error)?;
-        let mut sealer = Sealer::new(&key, ObjectKind::File, &context);
-        let mut buffer = vec![0u8; 256 * 1024];
-        let mut out = Vec::with_capacity(MESSAGE_DATA_LEN + 2 * seal::SEGMENT_LEN);
-        let mut total = 0u64;
-        loop {
-            let n = reader.read(&mut buffer).map_err(read_error)?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if total > expected {
-                return Err(BackupError::FileChanged { path: shown_path });
-            }
-            sealer.push(&buffer[..n], &mut out);
-            if out.len() >= MESSAGE_DATA_LEN && tx.blocking_send(std::mem::take(&mut out)).is_err()
-            {
-                // The upload ended early; its error is reported by the caller.
-                return Ok(());
-            }
-        }
-        if total != expected {
-            return Err(BackupError::FileChanged { path: shown_path });
-        }
-        sealer.finish(&mut out);
-        let _ = tx.blocking_send(out);
-        Ok(())
-    });
-    let uploaded = gateway
-        .upload_blob(
-            backup_id,
-            blob,
-            seal::sealed_len(expected),
-            ReceiverStream::new(rx),
-        )
-        .await;
-    // A read error makes the upload fail short; report the cause, not the symptom.
-    producer.await.expect("the sealing task does not panic")?;
-    uploaded?;
-    Ok(())
+    account: &str,
+    key: &RootKey,
+    generation: u64,
+) -> HashSet<ChunkId> {
+    if generation == 0 {
+        return HashSet::new();
+    }
+    let Ok(sealed) = gateway.get_manifest(generation).await else {
+        return HashSet::new();
+    };
+    match manifest::open(key, account, generation, &sealed) {
+        Ok(previous) => previous
+            .files
+            .iter()
+            .flat_map(|f| &f.chunks)
+            .filter_map(|c| c.id.as_slice().try_into().ok().map(ChunkId))
+            .collect(),
+        Err(_) => HashSet::new(),
+    }
 }
 
-fn new_backup_id() -> String {
-    let mut id = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut id);
-    hex::encode(id)
+/// Asks which pending chunks the gateway lacks and uploads those, sealed,
+/// a few at a time.
+async fn upload(
+    gateway: &GatewayClient,
+    account: &str,
+    chunk_key: &DerivedKey,
+    pending: &mut Vec<Chunk>,
+    known: &mut HashSet<ChunkId>,
+    report: &mut BackupReport,
+) -> Result<(), GatewayError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let asked: Vec<String> = pending.iter().map(|c| c.id.to_hex()).collect();
+    let present = gateway.has_chunks(&asked).await?;
+    let batch: Vec<Chunk> = std::mem::take(pending)
+        .into_iter()
+        .filter(|c| !present.contains(&c.id.to_hex()))
+        .collect();
+    let sent: Vec<(ChunkId, u64, u64)> = futures::stream::iter(batch)
+        .map(|chunk| async move {
+            let context = names::chunk_context(account, &chunk.id);
+            let sealed = seal::seal_chunk(chunk_key, &chunk.id.0, &context, &chunk.data);
+            let sealed_len = sealed.len() as u64;
+            gateway.put_chunk(&chunk.id.to_hex(), sealed).await?;
+            Ok::<_, GatewayError>((chunk.id, chunk.data.len() as u64, sealed_len))
+        })
+        .buffer_unordered(UPLOAD_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (id, plain, sealed) in sent {
+        report.uploaded_chunks += 1;
+        report.uploaded_plain_bytes += plain;
+        report.uploaded_bytes += sealed;
+        known.insert(id);
+    }
+    known.extend(asked.iter().filter_map(|id| ChunkId::from_hex(id)));
+    debug!(asked = asked.len(), "chunk batch uploaded");
+    Ok(())
 }
 
 fn unix_now() -> i64 {

@@ -1,23 +1,28 @@
-//! The device's connection to the blob gateway: one authenticated gRPC
-//! channel, streamed uploads and downloads, and gRPC statuses turned into
-//! [`GatewayError`]s that say what to do.
+//! The device's connection to the blob gateway (`e2ebackup.storage.v2`):
+//! one authenticated gRPC channel, chunk uploads and downloads, commits, and
+//! gRPC statuses turned into [`GatewayError`]s that say what to do.
 
 use std::fmt;
 use std::time::Duration;
 
-use e2eb_proto::storage::v1::blob_gateway_client::BlobGatewayClient;
-use e2eb_proto::storage::v1::{
-    CommitBackupRequest, DeleteBackupRequest, DownloadBlobRequest, GetBackupRequest,
-    GetBackupResponse, UploadBlobRequest, UploadHeader, upload_blob_request,
+use std::collections::HashSet;
+
+use e2eb_proto::storage::v2::blob_gateway_client::BlobGatewayClient;
+use e2eb_proto::storage::v2::{
+    ChunkHeader, CommitRequest, CommitResponse, DeleteBackupRequest, GetBackupRequest,
+    GetBackupResponse, GetChunkRequest, GetManifestRequest, HasChunksRequest, PutChunkRequest,
+    put_chunk_request,
 };
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use zeroize::Zeroizing;
 
-/// Bytes of blob data per gRPC message; well under the gateway's limit.
+/// Bytes of chunk data per gRPC message; well under the gateway's limit.
 pub const MESSAGE_DATA_LEN: usize = 1024 * 1024;
+/// Largest message the client accepts (a manifest of a large device).
+const MAX_MESSAGE_LEN: usize = 64 * 1024 * 1024;
 /// HTTP/2 flow-control window per stream.
 const WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 
@@ -34,7 +39,7 @@ pub enum GatewayError {
     NotFound(String),
     #[error("the backup changed at the gateway while this device worked ({0}); start again")]
     Conflict(String),
-    #[error("the blob gateway refused the size ({0})")]
+    #[error("the blob gateway refused: over a size limit or the account's quota ({0})")]
     TooLarge(String),
     #[error("the blob gateway refused the request ({0})")]
     Invalid(String),
@@ -113,14 +118,14 @@ impl tonic::service::Interceptor for BearerToken {
 
 type Inner = BlobGatewayClient<InterceptedService<Channel, BearerToken>>;
 
+/// Most chunk ids per `HasChunks` call.
+pub const HAS_CHUNKS_BATCH: usize = 1000;
+
 /// A connection to the blob gateway on behalf of one account.
 #[derive(Clone)]
 pub struct GatewayClient {
     inner: Inner,
 }
-
-/// The committed backup as the gateway describes it.
-pub type BackupListing = GetBackupResponse;
 
 impl GatewayClient {
     /// Connects lazily: the first call opens the connection, so a gateway
@@ -141,12 +146,12 @@ impl GatewayClient {
     pub fn with_channel(channel: Channel, token: BearerToken) -> Self {
         Self {
             inner: BlobGatewayClient::with_interceptor(channel, token)
-                .max_decoding_message_size(2 * MESSAGE_DATA_LEN + 1024),
+                .max_decoding_message_size(MAX_MESSAGE_LEN),
         }
     }
 
-    /// The committed backup, or `None` when the account has none.
-    pub async fn get_backup(&self) -> Result<Option<BackupListing>, GatewayError> {
+    /// The committed generation, or `None` when the account has no backup.
+    pub async fn get_backup(&self) -> Result<Option<GetBackupResponse>, GatewayError> {
         match self.inner.clone().get_backup(GetBackupRequest {}).await {
             Ok(response) => Ok(Some(response.into_inner())),
             Err(status) if status.code() == Code::NotFound => Ok(None),
@@ -154,74 +159,102 @@ impl GatewayClient {
         }
     }
 
-    /// Uploads one blob of `size` bytes, given as a stream of pieces.
-    pub async fn upload_blob<S>(
-        &self,
-        backup_id: &str,
-        name: &str,
-        size: u64,
-        data: S,
-    ) -> Result<(), GatewayError>
-    where
-        S: Stream<Item = Vec<u8>> + Send + 'static,
-    {
-        let header = UploadBlobRequest {
-            part: Some(upload_blob_request::Part::Header(UploadHeader {
-                backup_id: backup_id.to_string(),
-                name: name.to_string(),
-                size,
-            })),
-        };
-        let messages =
-            futures::stream::once(async { header }).chain(data.map(|piece| UploadBlobRequest {
-                part: Some(upload_blob_request::Part::Data(piece)),
-            }));
-        self.inner.clone().upload_blob(messages).await?;
-        Ok(())
-    }
-
-    /// Streams one blob of the committed backup.
-    pub async fn download_blob(
-        &self,
-        backup_id: &str,
-        name: &str,
-    ) -> Result<impl Stream<Item = Result<Vec<u8>, GatewayError>> + use<>, GatewayError> {
-        let stream = self
-            .inner
-            .clone()
-            .download_blob(DownloadBlobRequest {
-                backup_id: backup_id.to_string(),
-                name: name.to_string(),
-            })
-            .await?
-            .into_inner();
-        Ok(stream.map(|message| message.map(|m| m.data).map_err(GatewayError::from)))
-    }
-
-    /// Makes `backup_id` the committed backup, replacing `replaces` (or none).
-    pub async fn commit_backup(
-        &self,
-        backup_id: &str,
-        replaces: Option<&str>,
-    ) -> Result<u64, GatewayError> {
+    /// The sealed manifest of the committed `generation`.
+    pub async fn get_manifest(&self, generation: u64) -> Result<Vec<u8>, GatewayError> {
         let response = self
             .inner
             .clone()
-            .commit_backup(CommitBackupRequest {
-                backup_id: backup_id.to_string(),
-                replaces_backup_id: replaces.unwrap_or_default().to_string(),
-            })
+            .get_manifest(GetManifestRequest { generation })
             .await?;
-        Ok(response.into_inner().deleted_blobs)
+        Ok(response.into_inner().manifest)
     }
 
-    /// Deletes the account's backup; returns how many blobs went.
+    /// Which of `ids` the gateway already holds.
+    pub async fn has_chunks(&self, ids: &[String]) -> Result<HashSet<String>, GatewayError> {
+        let mut present = HashSet::new();
+        for batch in ids.chunks(HAS_CHUNKS_BATCH) {
+            let response = self
+                .inner
+                .clone()
+                .has_chunks(HasChunksRequest {
+                    chunk_ids: batch.to_vec(),
+                })
+                .await?;
+            present.extend(response.into_inner().present);
+        }
+        Ok(present)
+    }
+
+    /// Uploads one sealed chunk; `false` when the gateway already held it.
+    pub async fn put_chunk(&self, id: &str, sealed: Vec<u8>) -> Result<bool, GatewayError> {
+        let header = PutChunkRequest {
+            part: Some(put_chunk_request::Part::Header(ChunkHeader {
+                chunk_id: id.to_string(),
+                size: sealed.len() as u64,
+            })),
+        };
+        let mut messages = vec![header];
+        let mut rest = sealed;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(MESSAGE_DATA_LEN));
+            messages.push(PutChunkRequest {
+                part: Some(put_chunk_request::Part::Data(std::mem::replace(
+                    &mut rest, tail,
+                ))),
+            });
+        }
+        let response = self
+            .inner
+            .clone()
+            .put_chunk(futures::stream::iter(messages))
+            .await?;
+        Ok(response.into_inner().stored)
+    }
+
+    /// Downloads one sealed chunk whole (chunks are at most a few hundred KiB).
+    pub async fn get_chunk(&self, id: &str) -> Result<Vec<u8>, GatewayError> {
+        let mut stream = self
+            .inner
+            .clone()
+            .get_chunk(GetChunkRequest {
+                chunk_id: id.to_string(),
+            })
+            .await?
+            .into_inner();
+        let mut sealed = Vec::new();
+        while let Some(message) = stream.next().await {
+            sealed.extend_from_slice(&message?.data);
+        }
+        Ok(sealed)
+    }
+
+    /// Commits generation `expected + 1`, conditional on `expected` being
+    /// the committed one (0: none).
+    pub async fn commit(
+        &self,
+        expected: u64,
+        manifest: Vec<u8>,
+        chunk_ids: Vec<String>,
+    ) -> Result<CommitResponse, GatewayError> {
+        let response = self
+            .inner
+            .clone()
+            .commit(CommitRequest {
+                expected_generation: expected,
+                manifest,
+                chunk_ids,
+            })
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Deletes everything of the account; returns how many objects went.
     pub async fn delete_backup(&self) -> Result<u64, GatewayError> {
         let response = self
             .inner
             .clone()
             .delete_backup(DeleteBackupRequest {})
             .await?;
-        Ok(response.into_inner().deleted_blobs)
+        Ok(response.into_inner().deleted_objects)
     }
 }

@@ -26,6 +26,10 @@ pub enum KeyPurpose {
     FileData,
     /// Seals the backup manifest.
     Manifest,
+    /// Keys the MAC that names chunks.
+    ChunkId,
+    /// Names the key in the clear (see [`RootKey::key_id`]).
+    KeyId,
     /// Proves knowledge of `K` to the key vault (password change, delete);
     /// the vault stores only its SHA-256.
     VaultProof,
@@ -37,6 +41,8 @@ impl KeyPurpose {
             KeyPurpose::FileData => b"e2e-backups v1 file data",
             KeyPurpose::Manifest => b"e2e-backups v1 manifest",
             KeyPurpose::VaultProof => b"e2e-backups v1 vault proof",
+            KeyPurpose::ChunkId => b"e2e-backups v1 chunk id",
+            KeyPurpose::KeyId => b"e2e-backups v1 key id",
         }
     }
 }
@@ -108,6 +114,17 @@ impl RootKey {
         hex::decode_to_slice(digits.as_slice(), bytes.as_mut())
             .expect("64 checked hex digits decode to 32 bytes");
         Ok(Self(bytes))
+    }
+
+    /// A short public name for this key, stored in the clear before each
+    /// sealed manifest so a restore can tell which key a backup needs (old
+    /// or new, around a rotation) without trying to decrypt. Derived one-way
+    /// from `K`; it reveals nothing about it.
+    pub fn key_id(&self) -> [u8; 8] {
+        let derived = self.derive(KeyPurpose::KeyId);
+        derived.expose_secret()[..8]
+            .try_into()
+            .expect("a derived key has 32 bytes")
     }
 
     /// Derives the key for `purpose` with HKDF-SHA256.

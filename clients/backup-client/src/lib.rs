@@ -1,12 +1,15 @@
 //! The device side of e2e-backups: the backup key and the keys derived from
-//! it, the sealed object format, and the operations a phone runs against the
-//! blob gateway (back up, restore, disable). Everything is encrypted here,
+//! it, content-defined chunking, the sealed object and manifest formats, and
+//! the operations a phone runs against the blob gateway (back up, restore,
+//! rotate the key, disable) and the key vault (password protection). Everything is encrypted here,
 //! before it leaves the device; the gateway and the storage see ciphertext.
 
 pub mod backup;
+pub mod chunking;
 pub mod device_files;
 pub mod gateway;
 pub mod key;
+pub mod manifest;
 mod names;
 pub mod restore;
 pub mod seal;
@@ -15,10 +18,6 @@ pub mod vault;
 pub use backup::{BackupError, BackupReport, back_up};
 pub use gateway::{BearerToken, GatewayClient, GatewayError};
 pub use key::{KeyParseError, RootKey};
-pub use restore::{IntegrityFailure, RestoreError, RestoreReport, restore};
-
-/// The blob name and context of every file in a backup, for tools and tests
-/// that need to find one file's blob (e.g. to damage it on purpose).
-pub fn file_blob_name(index: usize) -> String {
-    names::file_blob(index)
-}
+pub use restore::{
+    IntegrityFailure, RestoreError, RestoreOptions, RestoreReport, restore, restore_with,
+};

@@ -1,28 +1,15 @@
-//! Blob names and sealing contexts shared by backup and restore: one place
-//! decides what each sealed object is bound to.
+//! Sealing contexts shared by backup and restore: one place decides what
+//! each sealed object is bound to.
 
+use crate::chunking::ChunkId;
 use crate::seal::context;
 
-/// The blob that holds the sealed manifest.
-pub const MANIFEST_BLOB: &str = "manifest";
-
-/// The blob that holds the `index`-th file of a backup.
-pub fn file_blob(index: usize) -> String {
-    format!("f{index:06}")
+/// A chunk is bound to its account and its id.
+pub fn chunk_context(account: &str, id: &ChunkId) -> Vec<u8> {
+    context(&[b"chunk", account.as_bytes(), &id.0])
 }
 
-/// A file is bound to its account, backup, blob and path.
-pub fn file_context(account: &str, backup_id: &str, blob: &str, path: &str) -> Vec<u8> {
-    context(&[
-        b"file",
-        account.as_bytes(),
-        backup_id.as_bytes(),
-        blob.as_bytes(),
-        path.as_bytes(),
-    ])
-}
-
-/// A manifest is bound to its account and backup.
-pub fn manifest_context(account: &str, backup_id: &str) -> Vec<u8> {
-    context(&[b"manifest", account.as_bytes(), backup_id.as_bytes()])
+/// A manifest is bound to its account and generation.
+pub fn manifest_context(account: &str, generation: u64) -> Vec<u8> {
+    context(&[b"manifest", account.as_bytes(), &generation.to_be_bytes()])
 }

@@ -1,24 +1,31 @@
-//! Restore the committed backup onto an empty device directory. Files are
-//! written into a staging directory beside the target and moved into place
-//! only when every file verified, so a failed restore leaves nothing behind.
+//! Restore the committed generation onto an empty device directory.
+//!
+//! Every chunk is fetched, opened (its AEAD binds account and id) and checked
+//! against its id (the MAC of its plaintext) before it is written, so a
+//! missing, altered, reordered or foreign chunk stops the restore with an
+//! error naming the file. Files go into a staging directory beside the
+//! target that is moved into place only when all verified. When the gateway
+//! becomes unreachable the staging directory stays: running the restore
+//! again resumes after the last verified chunk of each file.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use e2eb_proto::backup::v1::Manifest;
+use e2eb_proto::backup::v2::{FileEntry, Manifest};
 use futures::StreamExt;
-use prost::Message;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tracing::info;
 
+use crate::chunking::{ChunkId, ChunkIds};
 use crate::device_files;
 use crate::gateway::{GatewayClient, GatewayError};
-use crate::key::{KeyPurpose, RootKey};
+use crate::key::{DerivedKey, KeyPurpose, RootKey};
+use crate::manifest::{self, ManifestError};
 use crate::names;
-use crate::seal::{self, ObjectKind, OpenError, Opener};
+use crate::seal::{self, ObjectKind, OpenError};
 
-/// Largest sealed manifest the device accepts (a manifest lists paths only).
-const MAX_MANIFEST_LEN: usize = 64 * 1024 * 1024;
+/// Chunks fetched ahead of the one being written.
+const DOWNLOAD_CONCURRENCY: usize = 8;
+const STAGING_MARKER: &str = ".e2eb-restoring";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -27,16 +34,27 @@ pub enum RestoreError {
     #[error("the restore target {path} is not empty; choose an empty or new directory")]
     TargetNotEmpty { path: String },
     #[error(
-        "the backup cannot be opened with this key: the key is wrong, or the backup was altered or belongs to another account"
+        "the backup was made with another key (key id {backup_key_id}; the key given has id {given_key_id}); use the key that made it"
+    )]
+    OtherKey {
+        backup_key_id: String,
+        given_key_id: String,
+    },
+    #[error(
+        "the backup cannot be opened with this key: the manifest was altered, or belongs to another account"
     )]
     WrongKeyOrForeignBackup,
     #[error(
-        "the backup manifest names another account or backup; the gateway served the wrong backup"
+        "the gateway served the wrong backup: the manifest names another account or generation"
     )]
     ManifestMismatch,
+    #[error(
+        "the gateway served generation {served}, older than generation {last_seen} this device already saw: a rollback; refusing it"
+    )]
+    Rollback { served: u64, last_seen: u64 },
     #[error("the backup lists an unsafe path {path:?}; refusing to write outside the target")]
     UnsafePath { path: String },
-    #[error("{path} is missing from the backup at the gateway; the backup is incomplete")]
+    #[error("{path} is missing chunks at the gateway; the backup is incomplete")]
     MissingFile { path: String },
     #[error(
         "{path} failed its integrity check ({reason}); the stored backup was damaged or tampered with"
@@ -59,21 +77,32 @@ pub enum RestoreError {
 pub enum IntegrityFailure {
     #[error(transparent)]
     Open(#[from] OpenError),
-    #[error("the stored blob has the wrong size")]
+    #[error("a chunk's content does not match its id (swapped or reordered chunk)")]
+    WrongChunk,
+    #[error("the file has the wrong size")]
     WrongSize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreReport {
-    pub backup_id: String,
+    pub generation: u64,
     pub files: usize,
     /// Plaintext bytes written to the device.
     pub bytes: u64,
-    /// Sealed bytes received from the gateway.
+    /// Chunks fetched by this run (a resumed run skips verified ones).
+    pub downloaded_chunks: usize,
     pub downloaded_bytes: u64,
 }
 
-/// Restores the account's committed backup into `target`, which must be
+/// What the caller knows that the gateway should not be able to undo.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// The newest generation this device has seen committed; an older one is
+    /// refused as a rollback.
+    pub min_generation: u64,
+}
+
+/// Restores the account's committed generation into `target`, which must be
 /// absent or empty.
 pub async fn restore(
     gateway: &GatewayClient,
@@ -81,164 +110,198 @@ pub async fn restore(
     key: &RootKey,
     target: &Path,
 ) -> Result<RestoreReport, RestoreError> {
-    ensure_empty(target)?;
-    let listing = gateway.get_backup().await?.ok_or(RestoreError::NoBackup)?;
-    let backup_id = listing.backup_id.clone();
-    let sizes: HashMap<&str, u64> = listing
-        .blobs
-        .iter()
-        .map(|b| (b.name.as_str(), b.size))
-        .collect();
+    restore_with(gateway, account, key, target, RestoreOptions::default()).await
+}
 
-    let manifest = fetch_manifest(gateway, account, key, &backup_id).await?;
-    let staging = Staging::new(target)?;
-    let file_key = key.derive(KeyPurpose::FileData);
-    let mut report = RestoreReport {
-        backup_id: backup_id.clone(),
-        files: manifest.files.len(),
-        bytes: 0,
-        downloaded_bytes: 0,
+pub async fn restore_with(
+    gateway: &GatewayClient,
+    account: &str,
+    key: &RootKey,
+    target: &Path,
+    options: RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
+    ensure_empty(target)?;
+    let backup = gateway.get_backup().await?.ok_or(RestoreError::NoBackup)?;
+    if backup.generation < options.min_generation {
+        return Err(RestoreError::Rollback {
+            served: backup.generation,
+            last_seen: options.min_generation,
+        });
+    }
+    let sealed = gateway.get_manifest(backup.generation).await?;
+    let manifest =
+        manifest::open(key, account, backup.generation, &sealed).map_err(|e| match e {
+            ManifestError::OtherKey {
+                backup_key_id,
+                our_key_id,
+            } => RestoreError::OtherKey {
+                backup_key_id,
+                given_key_id: our_key_id,
+            },
+            ManifestError::Mismatch => RestoreError::ManifestMismatch,
+            ManifestError::Damaged(_) | ManifestError::Malformed => {
+                RestoreError::WrongKeyOrForeignBackup
+            }
+        })?;
+
+    let staging = Staging::open(target, manifest.generation)?;
+    let reader = ChunkReader {
+        gateway,
+        account,
+        key: key.derive(KeyPurpose::FileData),
+        ids: ChunkIds::new(key),
     };
+    let mut report = RestoreReport {
+        generation: manifest.generation,
+        files: manifest.files.len(),
+        ..RestoreReport::default()
+    };
+    let outcome = restore_files(&reader, &manifest, &staging.dir, &mut report).await;
+    match outcome {
+        Ok(()) => {
+            staging.commit(target)?;
+            info!(
+                generation = report.generation,
+                files = report.files,
+                bytes = report.bytes,
+                "restore verified"
+            );
+            Ok(report)
+        }
+        // Unreachable gateway: keep the verified work for the next attempt.
+        Err(RestoreError::Gateway(error)) if error.is_retryable() => Err(error.into()),
+        Err(other) => {
+            staging.discard();
+            Err(other)
+        }
+    }
+}
+
+async fn restore_files(
+    reader: &ChunkReader<'_>,
+    manifest: &Manifest,
+    staging: &Path,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
     for entry in &manifest.files {
-        let destination = device_files::resolve(&staging.dir, &entry.path).ok_or_else(|| {
+        let destination = device_files::resolve(staging, &entry.path).ok_or_else(|| {
             RestoreError::UnsafePath {
                 path: entry.path.clone(),
             }
         })?;
-        let sealed_size = seal::sealed_len(entry.size);
-        match sizes.get(entry.blob.as_str()) {
-            None => {
-                return Err(RestoreError::MissingFile {
-                    path: entry.path.clone(),
-                });
-            }
-            Some(&size) if size != sealed_size => {
-                return Err(RestoreError::Integrity {
-                    path: entry.path.clone(),
-                    reason: IntegrityFailure::WrongSize,
-                });
-            }
-            Some(_) => {}
-        }
-        let context = names::file_context(account, &backup_id, &entry.blob, &entry.path);
-        let opener = Opener::new(&file_key, ObjectKind::File, &context);
-        let written = download_file(
-            gateway,
-            &backup_id,
-            &entry.blob,
-            &entry.path,
-            opener,
-            &destination,
-        )
-        .await?;
-        if written != entry.size {
-            return Err(RestoreError::Integrity {
-                path: entry.path.clone(),
-                reason: IntegrityFailure::WrongSize,
-            });
-        }
-        report.bytes += written;
-        report.downloaded_bytes += sealed_size;
+        restore_file(reader, entry, &destination, report).await?;
+        report.bytes += entry.size;
     }
-    staging.commit(target)?;
-    info!(
-        backup_id,
-        files = report.files,
-        bytes = report.bytes,
-        "restore verified"
-    );
-    Ok(report)
+    Ok(())
 }
 
-async fn fetch_manifest(
-    gateway: &GatewayClient,
-    account: &str,
-    key: &RootKey,
-    backup_id: &str,
-) -> Result<Manifest, RestoreError> {
-    let mut sealed = Vec::new();
-    let mut stream = gateway
-        .download_blob(backup_id, names::MANIFEST_BLOB)
-        .await
-        .map_err(not_found_is_incomplete)?;
-    while let Some(piece) = stream.next().await {
-        sealed.extend_from_slice(&piece?);
-        if sealed.len() > MAX_MANIFEST_LEN {
-            return Err(RestoreError::WrongKeyOrForeignBackup);
-        }
-    }
-    let plain = seal::open(
-        &key.derive(KeyPurpose::Manifest),
-        ObjectKind::Manifest,
-        &names::manifest_context(account, backup_id),
-        &sealed,
-    )
-    .map_err(|_| RestoreError::WrongKeyOrForeignBackup)?;
-    let manifest =
-        Manifest::decode(plain.as_slice()).map_err(|_| RestoreError::WrongKeyOrForeignBackup)?;
-    if manifest.account_id != account || manifest.backup_id != backup_id {
-        return Err(RestoreError::ManifestMismatch);
-    }
-    Ok(manifest)
-}
-
-fn not_found_is_incomplete(error: GatewayError) -> RestoreError {
-    match error {
-        GatewayError::NotFound(_) => RestoreError::MissingFile {
-            path: names::MANIFEST_BLOB.to_string(),
-        },
-        other => other.into(),
-    }
-}
-
-/// Streams one blob through the opener into `destination`; returns the
-/// plaintext length.
-async fn download_file(
-    gateway: &GatewayClient,
-    backup_id: &str,
-    blob: &str,
-    path: &str,
-    mut opener: Opener,
+/// Writes one file from its chunks, resuming after the chunks an earlier
+/// attempt already verified and wrote.
+async fn restore_file(
+    reader: &ChunkReader<'_>,
+    entry: &FileEntry,
     destination: &Path,
-) -> Result<u64, RestoreError> {
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    let path = entry.path.as_str();
     let write_error = |source| RestoreError::WriteDevice {
         path: path.to_string(),
         source,
     };
-    let integrity = |reason: OpenError| RestoreError::Integrity {
-        path: path.to_string(),
-        reason: reason.into(),
-    };
+    let declared: u64 = entry.chunks.iter().map(|c| c.size as u64).sum();
+    if declared != entry.size {
+        return Err(RestoreError::Integrity {
+            path: path.to_string(),
+            reason: IntegrityFailure::WrongSize,
+        });
+    }
     if let Some(parent) = destination.parent() {
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(write_error)?;
     }
-    let mut file = tokio::fs::File::create(destination)
+    // Skip whole chunks an earlier attempt wrote (only verified data is
+    // ever written, so a chunk-aligned prefix is trustworthy).
+    let existing = tokio::fs::metadata(destination)
+        .await
+        .map_or(0, |m| m.len());
+    let mut done = 0usize;
+    let mut offset = 0u64;
+    for chunk in &entry.chunks {
+        if offset + chunk.size as u64 > existing {
+            break;
+        }
+        offset += chunk.size as u64;
+        done += 1;
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(destination)
         .await
         .map_err(write_error)?;
-    let mut stream = gateway
-        .download_blob(backup_id, blob)
+    file.set_len(offset).await.map_err(write_error)?;
+    file.seek(std::io::SeekFrom::Start(offset))
         .await
-        .map_err(|e| match e {
-            GatewayError::NotFound(_) => RestoreError::MissingFile {
-                path: path.to_string(),
-            },
-            other => other.into(),
-        })?;
-    let mut plain = Vec::new();
-    let mut written = 0u64;
-    while let Some(piece) = stream.next().await {
-        opener.push(&piece?, &mut plain).map_err(integrity)?;
+        .map_err(write_error)?;
+
+    let mut fetched = futures::stream::iter(&entry.chunks[done..])
+        .map(|chunk| reader.fetch(path, chunk.id.as_slice(), chunk.size))
+        .buffered(DOWNLOAD_CONCURRENCY);
+    while let Some(result) = fetched.next().await {
+        let (plain, sealed_len) = result?;
         file.write_all(&plain).await.map_err(write_error)?;
-        written += plain.len() as u64;
-        plain.clear();
+        report.downloaded_chunks += 1;
+        report.downloaded_bytes += sealed_len;
     }
-    opener.finish(&mut plain).map_err(integrity)?;
-    file.write_all(&plain).await.map_err(write_error)?;
-    written += plain.len() as u64;
     file.sync_all().await.map_err(write_error)?;
-    Ok(written)
+    Ok(())
+}
+
+/// Fetches and verifies chunks for one account and key.
+struct ChunkReader<'a> {
+    gateway: &'a GatewayClient,
+    account: &'a str,
+    key: DerivedKey,
+    ids: ChunkIds,
+}
+
+impl ChunkReader<'_> {
+    async fn fetch(
+        &self,
+        path: &str,
+        id: &[u8],
+        size: u32,
+    ) -> Result<(Vec<u8>, u64), RestoreError> {
+        let integrity = |reason: IntegrityFailure| RestoreError::Integrity {
+            path: path.to_string(),
+            reason,
+        };
+        let id = ChunkId(
+            id.try_into()
+                .map_err(|_| integrity(IntegrityFailure::WrongChunk))?,
+        );
+        let sealed = match self.gateway.get_chunk(&id.to_hex()).await {
+            Ok(sealed) => sealed,
+            Err(GatewayError::NotFound(_)) => {
+                return Err(RestoreError::MissingFile {
+                    path: path.to_string(),
+                });
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let context = names::chunk_context(self.account, &id);
+        let plain = seal::open(&self.key, ObjectKind::Chunk, &context, &sealed)
+            .map_err(|e| integrity(e.into()))?;
+        if !self.ids.verify(&id, &plain) {
+            return Err(integrity(IntegrityFailure::WrongChunk));
+        }
+        if plain.len() != size as usize {
+            return Err(integrity(IntegrityFailure::WrongSize));
+        }
+        Ok((plain, sealed.len() as u64))
+    }
 }
 
 fn ensure_empty(target: &Path) -> Result<(), RestoreError> {
@@ -255,48 +318,47 @@ fn ensure_empty(target: &Path) -> Result<(), RestoreError> {
     }
 }
 
-/// A directory beside the target that is removed unless committed.
+/// The directory beside the target where a restore is assembled. It names
+/// the generation it holds; a leftover for another generation is wiped.
 struct Staging {
     dir: PathBuf,
-    committed: bool,
 }
 
 impl Staging {
-    fn new(target: &Path) -> Result<Self, RestoreError> {
+    fn open(target: &Path, generation: u64) -> Result<Self, RestoreError> {
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "restore".into());
-        let dir = target.with_file_name(format!(".{name}.restoring-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|source| RestoreError::WriteDevice {
+        let dir = target.with_file_name(format!(".{name}.restoring"));
+        let marker = dir.join(STAGING_MARKER);
+        let error = |source| RestoreError::WriteDevice {
             path: dir.display().to_string(),
             source,
-        })?;
-        Ok(Self {
-            dir,
-            committed: false,
-        })
+        };
+        let resumable = std::fs::read_to_string(&marker).ok() == Some(generation.to_string());
+        if !resumable {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(error)?;
+            std::fs::write(&marker, generation.to_string()).map_err(error)?;
+        }
+        Ok(Self { dir })
     }
 
-    fn commit(mut self, target: &Path) -> Result<(), RestoreError> {
+    fn commit(self, target: &Path) -> Result<(), RestoreError> {
         let error = |source| RestoreError::WriteDevice {
             path: target.display().to_string(),
             source,
         };
+        std::fs::remove_file(self.dir.join(STAGING_MARKER)).map_err(error)?;
         if target.exists() {
             std::fs::remove_dir(target).map_err(error)?;
         }
         std::fs::rename(&self.dir, target).map_err(error)?;
-        self.committed = true;
         Ok(())
     }
-}
 
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+    fn discard(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

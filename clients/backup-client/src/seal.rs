@@ -38,6 +38,7 @@ const STREAM_NONCE: [u8; 7] = [0; 7];
 pub enum ObjectKind {
     File = 1,
     Manifest = 2,
+    Chunk = 3,
 }
 
 /// Why a sealed object could not be opened.
@@ -85,17 +86,25 @@ pub struct Sealer {
 }
 
 impl Sealer {
+    /// A sealer with a fresh random salt, hence a fresh object key.
     pub fn new(key: &DerivedKey, kind: ObjectKind, context: &[u8]) -> Self {
         let mut salt = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut salt);
+        Self::with_salt(key, kind, &salt, context)
+    }
+
+    /// A sealer whose object key is derived from `salt`. The same salt must
+    /// never seal two different plaintexts: chunks use their id, a MAC of
+    /// the plaintext, so equal salts mean equal plaintexts.
+    pub fn with_salt(key: &DerivedKey, kind: ObjectKind, salt: &[u8; 32], context: &[u8]) -> Self {
         let mut header = Vec::with_capacity(HEADER_LEN + context.len());
         header.extend_from_slice(MAGIC);
         header.push(VERSION);
         header.push(kind as u8);
-        header.extend_from_slice(&salt);
+        header.extend_from_slice(salt);
         let aad = [header.as_slice(), context].concat();
         Self {
-            encryptor: EncryptorBE32::from_aead(cipher(key, &salt), (&STREAM_NONCE).into()),
+            encryptor: EncryptorBE32::from_aead(cipher(key, salt), (&STREAM_NONCE).into()),
             aad,
             pending: Vec::with_capacity(2 * SEGMENT_LEN),
             header_written: false,
@@ -219,8 +228,19 @@ impl Opener {
 
 /// Seals a whole buffer at once (manifests, tests).
 pub fn seal(key: &DerivedKey, kind: ObjectKind, context: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    seal_with(Sealer::new(key, kind, context), plaintext)
+}
+
+/// Seals a chunk: its id is the salt, so sealing is deterministic.
+pub fn seal_chunk(key: &DerivedKey, id: &[u8; 32], context: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    seal_with(
+        Sealer::with_salt(key, ObjectKind::Chunk, id, context),
+        plaintext,
+    )
+}
+
+fn seal_with(mut sealer: Sealer, plaintext: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(sealed_len(plaintext.len() as u64) as usize);
-    let mut sealer = Sealer::new(key, kind, context);
     sealer.push(plaintext, &mut out);
     sealer.finish(&mut out);
     out

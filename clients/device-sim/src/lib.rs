@@ -2,6 +2,7 @@
 //! SQLite chat database and media files) from a seed and runs the backup
 //! lifecycle against the running stack, then reports what it measured.
 
+pub mod day;
 pub mod lifecycle;
 pub mod password_flow;
 pub mod phone;

@@ -1,5 +1,7 @@
 //! One simulated phone's life with a 64-digit key: enable backups, back up,
-//! lose the phone, restore on a new one, check that every byte came back.
+//! live through days of chat activity with an incremental backup each day,
+//! rotate the key, lose the phone, restore on a new one, check that every
+//! byte came back.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,6 +11,7 @@ use backup_client::{BearerToken, GatewayClient, RootKey};
 use serde::Serialize;
 use tracing::info;
 
+use crate::day::{self, DayActivity, DayStats};
 use crate::phone::{self, PhoneProfile, PhoneStats};
 
 /// Everything one run needs.
@@ -20,6 +23,26 @@ pub struct KeyFlow<'a> {
     pub profile: PhoneProfile,
     /// Scratch directory for the old and the new phone; emptied first.
     pub work_dir: &'a Path,
+    /// Days of activity after the first backup, each ending in a backup.
+    pub days: u32,
+    pub activity: DayActivity,
+    /// Rotate the key after the last day.
+    pub rotate: bool,
+}
+
+/// One day's incremental backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct DayReport {
+    #[serde(flatten)]
+    pub changed: DayStats,
+    /// Plaintext bytes of the chunks the backup sent.
+    pub uploaded_plain_bytes: u64,
+    /// Sealed bytes sent, manifest included.
+    pub uploaded_bytes: u64,
+    pub manifest_bytes: u64,
+    pub uploaded_chunks: usize,
+    pub chunks: usize,
+    pub secs: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -32,7 +55,12 @@ pub struct KeyFlowReport {
     pub media_bytes: u64,
     pub uploaded_bytes: u64,
     pub backup_secs: f64,
+    pub days: Vec<DayReport>,
+    /// Seconds to rotate the key (re-encrypt and re-upload everything).
+    pub rotation_secs: Option<f64>,
     pub restore_secs: f64,
+    /// Plaintext bytes the restore wrote (the phone after its days).
+    pub restored_bytes: u64,
     /// Paths that differ between the phone and its restore; empty on success.
     pub mismatches: Vec<String>,
     pub old_phone: PathBuf,
@@ -45,7 +73,7 @@ impl KeyFlowReport {
     }
 
     pub fn restore_mib_per_sec(&self) -> f64 {
-        mib_per_sec(self.device_bytes, self.restore_secs)
+        mib_per_sec(self.restored_bytes, self.restore_secs)
     }
 }
 
@@ -78,12 +106,52 @@ impl KeyFlow<'_> {
         let started = Instant::now();
         let backup = backup_client::back_up(&gateway, account, &key, &old_phone).await?;
         let backup_secs = started.elapsed().as_secs_f64();
+
+        let mut days = Vec::new();
+        for day in 1..=self.days {
+            let changed = day::live_one_day(&old_phone, self.seed, day, self.activity)?;
+            let started = Instant::now();
+            let daily = backup_client::back_up(&gateway, account, &key, &old_phone).await?;
+            days.push(DayReport {
+                changed,
+                uploaded_plain_bytes: daily.uploaded_plain_bytes,
+                uploaded_bytes: daily.uploaded_bytes,
+                manifest_bytes: daily.manifest_bytes,
+                uploaded_chunks: daily.uploaded_chunks,
+                chunks: daily.chunks,
+                secs: started.elapsed().as_secs_f64(),
+            });
+        }
+
+        // Key rotation: a new key is shown; everything is re-encrypted under
+        // it; the old generation (and with it the old key's use) is gone.
+        let mut rotation_secs = None;
+        let mut shown = shown;
+        if self.rotate {
+            let started = Instant::now();
+            let new_key = RootKey::generate();
+            backup_client::back_up(&gateway, account, &new_key, &old_phone).await?;
+            rotation_secs = Some(started.elapsed().as_secs_f64());
+            let refused = backup_client::restore(
+                &gateway,
+                account,
+                &key,
+                &self.work_dir.join(format!("old-key-{account}")),
+            )
+            .await;
+            anyhow::ensure!(
+                matches!(refused, Err(backup_client::RestoreError::OtherKey { .. })),
+                "the old key must be refused after rotation: {refused:?}"
+            );
+            shown = new_key.to_display_digits();
+            info!(account, "key rotated");
+        }
         drop(key);
 
         // The phone is lost; on the new phone the user types the 64 digits.
         let typed = RootKey::parse(&shown)?;
         let started = Instant::now();
-        backup_client::restore(&gateway, account, &typed, &new_phone).await?;
+        let restored = backup_client::restore(&gateway, account, &typed, &new_phone).await?;
         let restore_secs = started.elapsed().as_secs_f64();
 
         let mismatches = phone::diff_trees(&old_phone, &new_phone)?;
@@ -96,7 +164,10 @@ impl KeyFlow<'_> {
             media_bytes: stats.media_bytes,
             uploaded_bytes: backup.uploaded_bytes,
             backup_secs,
+            days,
+            rotation_secs,
             restore_secs,
+            restored_bytes: restored.bytes,
             mismatches,
             old_phone,
             new_phone,

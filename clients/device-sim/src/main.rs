@@ -6,6 +6,7 @@ use account_token::{AccountId, SigningKey};
 use anyhow::Context;
 use backup_client::vault::KsfStrength;
 use clap::{Parser, Subcommand, ValueEnum};
+use device_sim::day::DayActivity;
 use device_sim::lifecycle::{KeyFlow, KeyFlowReport, mib_per_sec};
 use device_sim::password_flow::{PasswordFlow, PasswordFlowReport};
 use device_sim::phone::PhoneProfile;
@@ -65,6 +66,13 @@ struct Cli {
     seed: u64,
     #[arg(long, value_enum, default_value = "demo", global = true)]
     profile: Profile,
+    /// Days of chat activity after the first backup, each ending in an
+    /// incremental backup (64-digit key flow).
+    #[arg(long, default_value_t = 3, global = true)]
+    days: u32,
+    /// Skip the key rotation at the end of the 64-digit key flow.
+    #[arg(long, global = true)]
+    no_rotate: bool,
     /// Stretch passwords with cheap Argon2id parameters (tests only).
     #[arg(long, global = true)]
     insecure_fast_ksf: bool,
@@ -94,6 +102,7 @@ enum Command {
 enum Profile {
     Demo,
     Small,
+    Large,
 }
 
 #[tokio::main]
@@ -105,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
     let profile = match cli.profile {
         Profile::Demo => PhoneProfile::demo(),
         Profile::Small => PhoneProfile::small(),
+        Profile::Large => PhoneProfile::large(),
     };
 
     let mut key_report = None;
@@ -118,6 +128,9 @@ async fn main() -> anyhow::Result<()> {
             seed: cli.seed,
             profile,
             work_dir: &cli.work_dir,
+            days: cli.days,
+            activity: DayActivity::typical(),
+            rotate: !cli.no_rotate,
         };
         let report = flow.run().await.context("the 64-digit key flow failed")?;
         print_key_report(&report);
@@ -209,11 +222,37 @@ fn print_key_report(report: &KeyFlowReport) {
         report.backup_secs,
         report.backup_mib_per_sec()
     );
+    for day in &report.days {
+        println!(
+            "  day {:<3} changed {:>7.1} KiB (db {:>6.1} KiB, media {:>6.1} KiB)  uploaded {:>7.1} KiB plain / {:>7.1} KiB sealed ({} of {} chunks, manifest {:.1} KiB)  {:.2} s",
+            day.changed.day,
+            kib(day.changed.changed_bytes),
+            kib(day.changed.db_changed_bytes),
+            kib(day.changed.new_media_bytes),
+            kib(day.uploaded_plain_bytes),
+            kib(day.uploaded_bytes),
+            day.uploaded_chunks,
+            day.chunks,
+            kib(day.manifest_bytes),
+            day.secs
+        );
+    }
+    if let Some(secs) = report.rotation_secs {
+        println!(
+            "  key rotation     {:.2} s  {:.1} MiB/s (all data re-encrypted; the old key is refused)",
+            secs,
+            mib_per_sec(report.device_bytes, secs)
+        );
+    }
     println!(
         "  restore          {:.2} s  {:.1} MiB/s",
         report.restore_secs,
         report.restore_mib_per_sec()
     );
+}
+
+fn kib(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0
 }
 
 fn print_baseline(measured: &S3Baseline) {

@@ -48,6 +48,17 @@ impl PhoneProfile {
         }
     }
 
+    /// A heavy user, about 100 MiB: 80 chats, 80 000 messages, 200 media
+    /// files totalling 90 MiB. For benchmarks.
+    pub fn large() -> Self {
+        Self {
+            conversations: 80,
+            messages: 80_000,
+            media_files: 200,
+            media_bytes: 90 * MIB,
+        }
+    }
+
     /// A tiny phone for tests: 5 chats, 200 messages, 5 media files totalling 512 KiB.
     pub fn small() -> Self {
         Self {
@@ -288,10 +299,10 @@ fn prepare_root(root: &Path) -> anyhow::Result<()> {
 // Planning: everything about the phone except message texts and media contents.
 
 /// 2025-03-01T00:00:00Z in Unix milliseconds; the history starts up to 120 days later.
-const EPOCH_BASE_MS: i64 = 1_740_787_200_000;
-const DAY_MS: i64 = 86_400_000;
+pub(crate) const EPOCH_BASE_MS: i64 = 1_740_787_200_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 /// The message history spans about a year whatever the message count.
-const HISTORY_MS: i64 = 365 * DAY_MS;
+pub(crate) const HISTORY_MS: i64 = 365 * DAY_MS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MediaKind {
@@ -884,7 +895,7 @@ const SHORT_REPLIES: &[&str] = &[
 
 const PUNCTUATION: &[&str] = &[".", ".", ".", "!", "?", "…", "!!", "?!"];
 
-fn message_text(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn message_text(rng: &mut ChaCha8Rng) -> String {
     if rng.gen_bool(0.15) {
         return SHORT_REPLIES
             .choose(rng)

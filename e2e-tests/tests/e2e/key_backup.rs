@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use backup_client::chunking::{self, ChunkIds};
 use backup_client::{
-    BearerToken, GatewayClient, GatewayError, IntegrityFailure, RestoreError, RootKey, back_up,
-    device_files, restore,
+    BearerToken, GatewayClient, GatewayError, IntegrityFailure, RestoreError, RestoreOptions,
+    RootKey, back_up, device_files, restore, restore_with,
 };
 use device_sim::phone::{self, PhoneProfile};
 use e2e_tests::{Stack, bin};
@@ -18,23 +19,25 @@ pub fn small_phone(dir: &Path, seed: u64) -> PathBuf {
     root
 }
 
-/// The stored blob that holds the device file `path` in the committed backup.
-async fn stored_blob_of(stack: &Stack, account: &str, phone: &Path, path: &str) -> PathBuf {
-    let files = device_files::list(phone).unwrap();
-    let index = files
-        .iter()
-        .position(|f| f.path == path)
-        .expect("file is on the phone");
-    let backup = stack
-        .client(account)
-        .get_backup()
-        .await
+/// The chunk ids of one device file under `key`, in order.
+pub fn chunk_ids_of(key: &RootKey, file: &Path) -> Vec<String> {
+    let ids = ChunkIds::new(key);
+    let reader = std::fs::File::open(file).unwrap();
+    chunking::chunks(reader, &ids)
+        .map(|c| c.unwrap().id.to_hex())
+        .collect()
+}
+
+/// Every chunk id of a phone under `key`, deduplicated and sorted.
+pub fn all_chunk_ids(key: &RootKey, phone: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = device_files::list(phone)
         .unwrap()
-        .expect("a backup");
-    stack
-        .bucket_dir()
-        .join(format!("accounts/{account}/backups/{}", backup.backup_id))
-        .join(backup_client::file_blob_name(index))
+        .iter()
+        .flat_map(|f| chunk_ids_of(key, &phone.join(&f.path)))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -99,7 +102,10 @@ async fn key_backup_restores_exactly_stores_no_plaintext_and_detects_a_flipped_b
 
     // Flip one byte of the stored chat database: the restore names it and
     // leaves no partial restore behind.
-    let blob = stored_blob_of(&stack, ALICE, &phone, phone::DB_FILE).await;
+    let first_chunk = &chunk_ids_of(&key, &phone.join(phone::DB_FILE))[0];
+    let blob = stack
+        .bucket_dir()
+        .join(format!("accounts/{ALICE}/chunks/{first_chunk}"));
     let mut bytes = std::fs::read(&blob).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
@@ -116,7 +122,7 @@ async fn key_backup_restores_exactly_stores_no_plaintext_and_detects_a_flipped_b
     assert!(error.to_string().contains(phone::DB_FILE));
     assert!(!target.exists(), "a failed restore leaves nothing behind");
 
-    // A wrong key cannot open the backup at all.
+    // Another key cannot open the backup, and the error says so.
     let error = restore(
         &gateway,
         ALICE,
@@ -125,10 +131,8 @@ async fn key_backup_restores_exactly_stores_no_plaintext_and_detects_a_flipped_b
     )
     .await
     .unwrap_err();
-    assert!(
-        matches!(error, RestoreError::WrongKeyOrForeignBackup),
-        "{error:?}"
-    );
+    assert!(matches!(error, RestoreError::OtherKey { .. }), "{error:?}");
+    assert!(error.to_string().contains("another key"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -150,34 +154,30 @@ async fn another_accounts_token_cannot_list_read_or_delete_the_backup() {
             .collect()
     };
     let before = alice_files(&stack);
+    let alice_ids = all_chunk_ids(&key, &phone);
 
     let bob = stack.client("bob");
-    // List: Bob sees no backup at all.
+    // List: Bob sees no backup, and none of Alice's chunks.
     assert!(bob.get_backup().await.unwrap().is_none());
-    // Read: Alice's backup id means nothing under Bob's account.
-    let read = bob.download_blob(&report.backup_id, "manifest").await;
+    assert!(bob.has_chunks(&alice_ids).await.unwrap().is_empty());
+    // Read: Alice's chunk ids and generation mean nothing under Bob's account.
+    let read = bob.get_chunk(&alice_ids[0]).await;
+    assert!(matches!(read, Err(GatewayError::NotFound(_))), "{read:?}");
+    let manifest = bob.get_manifest(report.generation).await;
     assert!(
-        matches!(read, Err(GatewayError::NotFound(_))),
-        "{:?}",
-        read.err()
+        matches!(manifest, Err(GatewayError::NotFound(_))),
+        "{manifest:?}"
     );
-    // Commit Alice's backup as his own: he has nothing staged under that id.
-    let commit = bob.commit_backup(&report.backup_id, None).await;
+    // Commit a manifest over Alice's chunks as his own: he holds none of them.
+    let commit = bob.commit(0, vec![1, 2, 3], alice_ids.clone()).await;
     assert!(
         matches!(commit, Err(GatewayError::Conflict(_))),
         "{commit:?}"
     );
     // Delete: removes only Bob's (empty) data.
-    assert_eq!(bob.delete_backup().await.unwrap(), 0);
-    // Bob even staging under Alice's backup id lands in his own prefix.
-    bob.upload_blob(
-        &report.backup_id,
-        "f000000",
-        3,
-        futures::stream::iter([vec![1, 2, 3]]),
-    )
-    .await
-    .unwrap();
+    bob.delete_backup().await.unwrap();
+    // Bob uploading under one of Alice's ids lands in his own prefix.
+    bob.put_chunk(&alice_ids[0], vec![1, 2, 3]).await.unwrap();
 
     assert_eq!(
         alice_files(&stack),
@@ -193,6 +193,7 @@ async fn another_accounts_token_cannot_list_read_or_delete_the_backup() {
     assert!(matches!(bobs, Err(RestoreError::NoBackup)), "{bobs:?}");
 
     // Tokens that are forged, from another key, or expired are refused.
+    let alice_id = account_token::AccountId::new(ALICE).unwrap();
     let forged = GatewayClient::connect(
         &stack.gateway_endpoint(),
         BearerToken::new("e2eb1.alice.9999999999.AAAA"),
@@ -202,21 +203,20 @@ async fn another_accounts_token_cannot_list_read_or_delete_the_backup() {
         forged.get_backup().await,
         Err(GatewayError::Unauthenticated(_))
     ));
-    let other_key = account_token::SigningKey::generate().mint(
-        &account_token::AccountId::new(ALICE).unwrap(),
-        std::time::Duration::from_secs(60),
-    );
+    let other_key =
+        account_token::SigningKey::generate().mint(&alice_id, std::time::Duration::from_secs(60));
     let other =
         GatewayClient::connect(&stack.gateway_endpoint(), BearerToken::new(other_key)).unwrap();
     assert!(matches!(
         other.get_backup().await,
         Err(GatewayError::Unauthenticated(_))
     ));
-    let expired = stack
-        .token_key
-        .mint_at(&account_token::AccountId::new(ALICE).unwrap(), 1);
-    let expired =
-        GatewayClient::connect(&stack.gateway_endpoint(), BearerToken::new(expired)).unwrap();
+    let expired_token = stack.token_key.mint_at(&alice_id, 1);
+    let expired = GatewayClient::connect(
+        &stack.gateway_endpoint(),
+        BearerToken::new(expired_token.clone()),
+    )
+    .unwrap();
     let error = expired.get_backup().await.unwrap_err();
     assert!(
         matches!(error, GatewayError::Unauthenticated(_)),
@@ -224,79 +224,90 @@ async fn another_accounts_token_cannot_list_read_or_delete_the_backup() {
     );
     assert!(error.to_string().contains("expired"), "{error}");
     let log = std::fs::read_to_string(stack.log_path("blob-gateway")).unwrap();
-    assert!(
-        !log.contains(
-            &stack
-                .token_key
-                .mint_at(&account_token::AccountId::new(ALICE).unwrap(), 1)
-        )
-    );
+    assert!(!log.contains(&expired_token), "tokens never reach the log");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_new_backup_replaces_the_old_one_and_its_blobs_are_deleted() {
+async fn an_incremental_backup_sends_only_new_chunks_and_the_old_generation_is_deleted() {
     let stack = Stack::start().await.unwrap();
     let phone = small_phone(stack.dir(), 3);
     let gateway = stack.client(ALICE);
     let key = RootKey::generate();
     let first = back_up(&gateway, ALICE, &key, &phone).await.unwrap();
-    assert_eq!(first.deleted_blobs, 0);
+    assert_eq!(first.generation, 1);
+    assert_eq!(first.deleted_chunks, 0);
 
-    // New chat activity, then the daily backup.
-    std::fs::write(phone.join("Media/new-photo.jpg"), vec![7u8; 100_000]).unwrap();
+    // New chat activity: one new photo, and one media file deleted.
+    let photo: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(phone.join("Media/new-photo.jpg"), &photo).unwrap();
+    let removed = device_files::list(&phone)
+        .unwrap()
+        .into_iter()
+        .find(|f| f.path.starts_with("Media/") && f.path != "Media/new-photo.jpg")
+        .unwrap();
+    std::fs::remove_file(phone.join(&removed.path)).unwrap();
     let second = back_up(&gateway, ALICE, &key, &phone).await.unwrap();
-    assert_ne!(first.backup_id, second.backup_id);
+    assert_eq!(second.generation, 2);
     assert_eq!(
-        second.deleted_blobs as usize,
-        first.files + 1,
-        "old files and manifest went"
+        second.uploaded_chunks,
+        chunk_ids_of(&key, &phone.join("Media/new-photo.jpg")).len(),
+        "only the new photo's chunks travel"
     );
+    assert_eq!(second.uploaded_plain_bytes, photo.len() as u64);
+    assert!(second.deleted_chunks > 0, "the deleted file's chunks went");
 
-    // The bucket holds the commit record and the new backup's blobs, nothing more.
-    let held = stack.list_bucket("accounts/alice/").await.unwrap();
-    let new_prefix = format!("accounts/alice/backups/{}/", second.backup_id);
-    assert_eq!(held.len(), second.files + 2, "{held:?}");
-    assert!(held.contains(&"accounts/alice/current".to_string()));
-    assert!(
-        held.iter()
-            .all(|k| k == "accounts/alice/current" || k.starts_with(&new_prefix)),
-        "only the committed backup is kept: {held:?}"
+    // The bucket holds exactly the current generation: its chunks, its
+    // manifest and the commit record.
+    let mut expected: Vec<String> = all_chunk_ids(&key, &phone)
+        .into_iter()
+        .map(|id| format!("accounts/alice/chunks/{id}"))
+        .collect();
+    expected.push("accounts/alice/generation".into());
+    expected.push(format!(
+        "accounts/alice/manifests/{:020}",
+        second.generation
+    ));
+    expected.sort();
+    assert_eq!(
+        stack.list_bucket("accounts/alice/").await.unwrap(),
+        expected
     );
-    let listing = gateway.get_backup().await.unwrap().unwrap();
-    assert_eq!(listing.backup_id, second.backup_id);
-    assert_eq!(listing.blobs.len(), second.files + 1);
 
     let restored = stack.dir().join("restored");
-    restore(&gateway, ALICE, &key, &restored).await.unwrap();
+    let restored_report = restore(&gateway, ALICE, &key, &restored).await.unwrap();
+    assert_eq!(restored_report.generation, 2);
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 
-    // A device that started from the first backup loses the race clearly,
-    // and the committed backup is unchanged.
-    let stale = "0".repeat(32);
-    gateway
-        .upload_blob(&stale, "manifest", 1, futures::stream::iter([vec![0]]))
-        .await
-        .unwrap();
+    // A device that started from generation 1 loses the race clearly, and
+    // the committed generation is unchanged.
     let error = gateway
-        .commit_backup(&stale, Some(&first.backup_id))
+        .commit(first.generation, vec![0; 8], Vec::new())
         .await
         .unwrap_err();
     assert!(matches!(error, GatewayError::Conflict(_)), "{error:?}");
-    assert_eq!(
-        gateway.get_backup().await.unwrap().unwrap().backup_id,
-        second.backup_id
+    assert_eq!(gateway.get_backup().await.unwrap().unwrap().generation, 2);
+    // A device that already saw generation 3 refuses generation 2 (rollback).
+    let error = restore_with(
+        &gateway,
+        ALICE,
+        &key,
+        &stack.dir().join("rollback"),
+        RestoreOptions { min_generation: 3 },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RestoreError::Rollback {
+                served: 2,
+                last_seen: 3
+            }
+        ),
+        "{error:?}"
     );
-    // The committed backup cannot be written to.
-    let error = gateway
-        .upload_blob(
-            &second.backup_id,
-            "manifest",
-            1,
-            futures::stream::iter([vec![0]]),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(error, GatewayError::Conflict(_)), "{error:?}");
 
     // Disabling backups deletes everything of the account.
     assert!(gateway.delete_backup().await.unwrap() > 0);
@@ -311,72 +322,49 @@ async fn a_new_backup_replaces_the_old_one_and_its_blobs_are_deleted() {
 async fn oversized_and_malformed_uploads_get_clear_errors() {
     let stack = Stack::start().await.unwrap();
     let gateway = stack.client(ALICE);
-    let backup_id = "ab".repeat(16);
-    // One message above the gateway's 2 MiB message limit.
+    let id = "ab".repeat(32);
+    // A chunk above the gateway's 2 MiB test limit is refused.
     let error = gateway
-        .upload_blob(
-            &backup_id,
-            "big",
-            3 << 20,
-            futures::stream::iter([vec![0u8; 3 << 20]]),
-        )
+        .put_chunk(&id, vec![0u8; 3 << 20])
         .await
         .unwrap_err();
     assert!(matches!(error, GatewayError::TooLarge(_)), "{error:?}");
-    // A blob above the 64 MiB object limit is refused from its header.
-    let error = gateway
-        .upload_blob(
-            &backup_id,
-            "huge",
-            65 << 20,
-            futures::stream::iter(Vec::<Vec<u8>>::new()),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(error, GatewayError::TooLarge(_)), "{error:?}");
-    assert!(error.to_string().contains("limit"), "{error}");
-    // Fewer bytes than declared: refused, nothing stored.
-    let error = gateway
-        .upload_blob(
-            &backup_id,
-            "short",
-            10,
-            futures::stream::iter([vec![0u8; 5]]),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(error, GatewayError::Invalid(_)), "{error:?}");
-    // Names that could escape the account prefix.
-    let error = gateway
-        .upload_blob(&backup_id, "../x", 1, futures::stream::iter([vec![0u8]]))
-        .await
-        .unwrap_err();
+    // Ids that could escape the account prefix.
+    let error = gateway.put_chunk("../x", vec![0u8]).await.unwrap_err();
     assert!(matches!(error, GatewayError::Invalid(_)), "{error:?}");
     assert_eq!(
         stack.list_bucket("accounts/").await.unwrap(),
         Vec::<String>::new()
     );
-
-    // A multipart-sized blob (3 parts of 5 MiB) round-trips.
-    let data: Vec<u8> = (0..12_000_000u32).map(|i| (i % 251) as u8).collect();
-    let pieces: Vec<Vec<u8>> = data.chunks(1 << 20).map(<[u8]>::to_vec).collect();
-    gateway
-        .upload_blob(
-            &backup_id,
-            "large",
-            data.len() as u64,
-            futures::stream::iter(pieces),
-        )
+    // A commit that references a chunk the gateway does not hold.
+    let error = gateway
+        .commit(0, vec![0; 8], vec![id.clone()])
         .await
-        .unwrap();
-    gateway.commit_backup(&backup_id, None).await.unwrap();
-    use futures::StreamExt;
-    let mut stream = gateway.download_blob(&backup_id, "large").await.unwrap();
-    let mut got = Vec::new();
-    while let Some(piece) = stream.next().await {
-        got.extend_from_slice(&piece.unwrap());
-    }
-    assert!(got == data, "multipart blob round-trips");
+        .unwrap_err();
+    assert!(matches!(error, GatewayError::Conflict(_)), "{error:?}");
+    assert!(gateway.get_backup().await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_over_the_quota_is_refused_and_the_last_one_stays() {
+    let stack = Stack::start().await.unwrap();
+    let phone = small_phone(stack.dir(), 5);
+    let gateway = stack.client(ALICE);
+    let key = RootKey::generate();
+    back_up(&gateway, ALICE, &key, &phone).await.unwrap();
+    // Grow the phone past the 2 MiB test quota.
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    std::fs::write(phone.join("Media/huge-video.mp4"), &big).unwrap();
+    let error = back_up(&gateway, ALICE, &key, &phone).await.unwrap_err();
+    assert!(error.to_string().contains("quota"), "{error}");
+    let listing = gateway.get_backup().await.unwrap().unwrap();
+    assert_eq!(listing.generation, 1, "nothing was committed");
+    std::fs::remove_file(phone.join("Media/huge-video.mp4")).unwrap();
+    let restored = stack.dir().join("restored");
+    restore(&gateway, ALICE, &key, &restored).await.unwrap();
+    assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,6 @@
 //! End-to-end: the real local S3, key vault and blob gateway binaries,
 //! driven by the real backup client and simulator. One test binary.
 
+mod crash;
 mod key_backup;
 mod vault;

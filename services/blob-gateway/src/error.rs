@@ -27,6 +27,30 @@ pub enum ServiceError {
         "commit conflict: the client expected to replace {expected:?} but the committed backup is {actual:?}; re-read and retry"
     )]
     Conflict { expected: String, actual: String },
+    #[error("chunk of {size} bytes exceeds the gateway's limit of {limit} bytes")]
+    ChunkTooLarge { size: u64, limit: u64 },
+    #[error("manifest of {size} bytes exceeds the gateway's limit of {limit} bytes")]
+    ManifestTooLarge { size: u64, limit: u64 },
+    #[error("{count} chunk ids in one call; at most {limit} are allowed")]
+    TooManyIds { count: usize, limit: usize },
+    #[error("chunk {0} does not exist")]
+    ChunkNotFound(String),
+    #[error(
+        "generation {requested} is not the committed generation (committed: {committed}); re-read the backup"
+    )]
+    GenerationNotCommitted { requested: u64, committed: u64 },
+    #[error("{}", conflict_message(*.expected, *.committed))]
+    GenerationConflict { expected: u64, committed: u64 },
+    #[error(
+        "commit references {count} chunks the gateway does not hold (upload them and retry): {}{}",
+        .sample.join(", "),
+        if *.count > .sample.len() { ", ..." } else { "" }
+    )]
+    MissingChunks { count: usize, sample: Vec<String> },
+    #[error(
+        "commit needs {needed} bytes (chunks + manifest) but the account's quota is {quota} bytes; nothing was committed"
+    )]
+    QuotaExceeded { needed: u64, quota: u64 },
     #[error(transparent)]
     Storage(#[from] StoreError),
     /// The request stream itself failed (a message over the size limit, a
@@ -35,21 +59,39 @@ pub enum ServiceError {
     Stream(Status),
 }
 
+fn conflict_message(expected: u64, committed: u64) -> String {
+    let now = if committed == 0 {
+        "the account has no committed backup (it was deleted)".to_string()
+    } else {
+        format!("another device committed generation {committed}")
+    };
+    format!(
+        "commit conflict: this commit expected generation {expected} but {now}; re-read the backup and retry"
+    )
+}
+
 impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
         let message = error.to_string();
         match error {
             ServiceError::Stream(status) => status,
-            ServiceError::InvalidArgument(_) | ServiceError::SizeMismatch { .. } => {
-                Status::invalid_argument(message)
-            }
-            ServiceError::BlobTooLarge { .. } => Status::resource_exhausted(message),
+            ServiceError::InvalidArgument(_)
+            | ServiceError::SizeMismatch { .. }
+            | ServiceError::TooManyIds { .. } => Status::invalid_argument(message),
+            ServiceError::BlobTooLarge { .. }
+            | ServiceError::ChunkTooLarge { .. }
+            | ServiceError::ManifestTooLarge { .. }
+            | ServiceError::QuotaExceeded { .. } => Status::resource_exhausted(message),
             ServiceError::NoBackup
             | ServiceError::NotCommitted(_)
-            | ServiceError::BlobNotFound(_) => Status::not_found(message),
+            | ServiceError::BlobNotFound(_)
+            | ServiceError::ChunkNotFound(_)
+            | ServiceError::GenerationNotCommitted { .. } => Status::not_found(message),
             ServiceError::CommittedIsReadOnly(_)
             | ServiceError::EmptyBackup(_)
-            | ServiceError::Conflict { .. } => Status::failed_precondition(message),
+            | ServiceError::Conflict { .. }
+            | ServiceError::GenerationConflict { .. }
+            | ServiceError::MissingChunks { .. } => Status::failed_precondition(message),
             ServiceError::Storage(StoreError::Unavailable(_)) => {
                 Status::unavailable("object storage is unreachable; retry later")
             }

@@ -14,21 +14,18 @@ use e2eb_proto::storage::v1::{
 };
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, instrument};
 
 use crate::config::Limits;
+use crate::download;
 use crate::error::ServiceError;
 use crate::layout::{self, BackupId, BlobName};
+use crate::locks::CommitLocks;
 use crate::store::{Store, StoreError};
 use account_token::grpc::account;
-
-/// Largest data payload per download message.
-const DOWNLOAD_MESSAGE_BYTES: usize = 1024 * 1024;
-/// Commits of one account are serialised by one of these locks.
-const COMMIT_LOCKS: usize = 64;
 
 /// The commit record: which backup is the account's committed one.
 #[derive(Debug, Serialize, Deserialize)]
@@ -40,24 +37,16 @@ struct CommitRecord {
 pub struct Gateway {
     store: Store,
     limits: Limits,
-    commit_locks: Arc<Vec<Mutex<()>>>,
+    commit_locks: Arc<CommitLocks>,
 }
 
 impl Gateway {
-    pub fn new(store: Store, limits: Limits) -> Self {
+    pub fn new(store: Store, limits: Limits, commit_locks: Arc<CommitLocks>) -> Self {
         Self {
             store,
             limits,
-            commit_locks: Arc::new((0..COMMIT_LOCKS).map(|_| Mutex::new(())).collect()),
+            commit_locks,
         }
-    }
-
-    fn commit_lock(&self, account: &AccountId) -> &Mutex<()> {
-        let hash = account
-            .as_str()
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-        &self.commit_locks[hash % COMMIT_LOCKS]
     }
 
     async fn committed(&self, account: &AccountId) -> Result<Option<CommitRecord>, ServiceError> {
@@ -158,7 +147,7 @@ impl Gateway {
         request: CommitBackupRequest,
     ) -> Result<u64, ServiceError> {
         let backup_id = BackupId::parse(&request.backup_id)?;
-        let _guard = self.commit_lock(account).lock().await;
+        let _guard = self.commit_locks.lock(account).await;
         let current = self.committed(account).await?;
         let current_id = current.as_ref().map(|c| c.backup_id.as_str()).unwrap_or("");
         if current_id == backup_id.as_str() {
@@ -225,7 +214,7 @@ impl Gateway {
     }
 
     async fn delete(&self, account: &AccountId) -> Result<u64, ServiceError> {
-        let _guard = self.commit_lock(account).lock().await;
+        let _guard = self.commit_locks.lock(account).await;
         // The commit record goes first, so no half-deleted backup is ever
         // presented as committed.
         self.store.delete(&layout::commit_record(account)).await?;
@@ -286,7 +275,9 @@ impl BlobGateway for Gateway {
             Err(other) => return Err(ServiceError::from(other).into()),
         };
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(pump_download(body, tx));
+        tokio::spawn(download::pump(body, tx, |data| DownloadBlobResponse {
+            data,
+        }));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -322,45 +313,6 @@ impl BlobGateway for Gateway {
         let deleted_blobs = self.delete(&account).await?;
         info!(deleted_blobs, "backup deleted");
         Ok(Response::new(DeleteBackupResponse { deleted_blobs }))
-    }
-}
-
-/// Copies an S3 body into download messages of at most 1 MiB, coalescing
-/// small reads.
-async fn pump_download(
-    mut body: aws_sdk_s3::primitives::ByteStream,
-    tx: mpsc::Sender<Result<DownloadBlobResponse, Status>>,
-) {
-    let mut pending = Vec::with_capacity(DOWNLOAD_MESSAGE_BYTES);
-    loop {
-        match body.next().await {
-            Some(Ok(bytes)) => {
-                let mut bytes = &bytes[..];
-                while !bytes.is_empty() {
-                    let take = bytes.len().min(DOWNLOAD_MESSAGE_BYTES - pending.len());
-                    pending.extend_from_slice(&bytes[..take]);
-                    bytes = &bytes[take..];
-                    if pending.len() == DOWNLOAD_MESSAGE_BYTES {
-                        let data = std::mem::replace(
-                            &mut pending,
-                            Vec::with_capacity(DOWNLOAD_MESSAGE_BYTES),
-                        );
-                        if tx.send(Ok(DownloadBlobResponse { data })).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            Some(Err(error)) => {
-                let status = ServiceError::Storage(StoreError::Unavailable(error.to_string()));
-                let _ = tx.send(Err(status.into())).await;
-                return;
-            }
-            None => break,
-        }
-    }
-    if !pending.is_empty() {
-        let _ = tx.send(Ok(DownloadBlobResponse { data: pending })).await;
     }
 }
 

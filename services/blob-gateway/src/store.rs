@@ -2,6 +2,8 @@
 //! override and path-style addressing, so the same code serves the local S3
 //! server, MinIO, RustFS or AWS S3.
 
+use std::time::SystemTime;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -51,6 +53,26 @@ where
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// When the object was written, by the object store's clock.
+    pub last_modified: Option<SystemTime>,
+}
+
+/// A bounded listing: the objects found, and whether keys may remain after
+/// the last one (the listing stopped at its page budget).
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub objects: Vec<ObjectInfo>,
+    pub truncated: bool,
+}
+
+fn object_info(object: &aws_sdk_s3::types::Object) -> Option<ObjectInfo> {
+    Some(ObjectInfo {
+        key: object.key()?.to_string(),
+        size: object.size().unwrap_or(0).max(0) as u64,
+        last_modified: object
+            .last_modified()
+            .and_then(|t| SystemTime::try_from(*t).ok()),
+    })
 }
 
 #[derive(Clone)]
@@ -168,16 +190,81 @@ impl Store {
         let mut objects = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(classify)?;
-            for object in page.contents() {
-                if let Some(key) = object.key() {
-                    objects.push(ObjectInfo {
-                        key: key.to_string(),
-                        size: object.size().unwrap_or(0).max(0) as u64,
-                    });
-                }
-            }
+            objects.extend(page.contents().iter().filter_map(object_info));
         }
         Ok(objects)
+    }
+
+    /// Lists objects under `prefix` whose keys sort after `start_after`, in
+    /// key order, reading at most `max_pages` pages of 1,000 keys.
+    pub async fn list_from(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        max_pages: usize,
+    ) -> Result<Listing, StoreError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .start_after(start_after)
+            .into_paginator()
+            .send();
+        let mut listing = Listing::default();
+        for _ in 0..max_pages {
+            let Some(page) = pages.next().await else {
+                return Ok(listing);
+            };
+            let page = page.map_err(classify)?;
+            listing
+                .objects
+                .extend(page.contents().iter().filter_map(object_info));
+            listing.truncated = page.is_truncated().unwrap_or(false);
+            if !listing.truncated {
+                break;
+            }
+        }
+        Ok(listing)
+    }
+
+    /// The "directories" directly under `prefix` (keys up to the next `/`).
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut dirs = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(classify)?;
+            dirs.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_owned)),
+            );
+        }
+        Ok(dirs)
+    }
+
+    /// The size of `key`, or `None` if it does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(classify)
+        {
+            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(other) => Err(other),
+        }
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
