@@ -29,6 +29,11 @@ LOGS=$STATE_DIR/logs
 # Start order; `down` stops in reverse.
 SERVICES=(local-s3 key-vault blob-gateway)
 
+alive() { # name -> 0 if the recorded pid is alive (right after start it may
+  # still be the forked shell, before exec)
+  [[ -f $PIDS/$1.pid ]] && kill -0 "$(<"$PIDS/$1.pid")" 2>/dev/null
+}
+
 running() { # name -> 0 if the recorded pid is alive and is that program
   local pidfile=$PIDS/$1.pid pid
   [[ -f $pidfile ]] || return 1
@@ -49,7 +54,7 @@ start() { # name args...
 wait_tcp() { # name port
   local deadline=$((SECONDS + STARTUP_SECS))
   until (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; do
-    running "$1" || { echo "$1 exited; see $LOGS/$1.log" >&2; tail -5 "$LOGS/$1.log" >&2; exit 1; }
+    alive "$1" || { echo "$1 exited; see $LOGS/$1.log" >&2; tail -5 "$LOGS/$1.log" >&2; exit 1; }
     ((SECONDS < deadline)) || { echo "$1 not answering on port $2 after ${STARTUP_SECS}s" >&2; exit 1; }
     sleep 0.1
   done

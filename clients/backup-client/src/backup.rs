@@ -95,12 +95,12 @@ pub async fn back_up(
                 path: file.path.clone(),
                 source,
             };
-            let opened = match std::fs::File::open(root.join(&file.path)) {
-                Ok(opened) => opened,
+            let file_chunks = match chunking::file_chunks(&root.join(&file.path), &chunk_ids) {
+                Ok(file_chunks) => file_chunks,
                 Err(e) => return tx.blocking_send(Err(read_error(e))).ok(),
             };
             let mut total = 0u64;
-            for chunk in chunking::chunks(opened, &chunk_ids) {
+            for chunk in file_chunks {
                 let item = chunk.map_err(read_error).map(|c| {
                     total += c.data.len() as u64;
                     (index, c)

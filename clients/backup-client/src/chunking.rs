@@ -1,7 +1,10 @@
 //! Content-defined chunking and keyed chunk ids.
 //!
-//! Files are cut with FastCDC (min 16 KiB, average 64 KiB, max 256 KiB), so
-//! an insertion shifts only the chunks around it. A chunk's id is
+//! Files are cut with FastCDC, so an insertion shifts only the chunks around
+//! it. Databases (SQLite files) change a few scattered 4 KiB pages a day, so
+//! they get small chunks (2/8/32 KiB) and a daily backup re-sends little
+//! more than the changed pages; media files never change once written, so
+//! they get large chunks (64/256/1024 KiB) and few objects. A chunk's id is
 //! HMAC-SHA256 of its plaintext under a key derived from `K`: equal chunks
 //! get equal ids (an unchanged chunk is never uploaded again), while the
 //! gateway, without the key, learns nothing from an id.
@@ -14,9 +17,37 @@ use sha2::Sha256;
 
 use crate::key::{DerivedKey, KeyPurpose, RootKey};
 
-pub const MIN_CHUNK: u32 = 16 * 1024;
-pub const AVG_CHUNK: u32 = 64 * 1024;
-pub const MAX_CHUNK: u32 = 256 * 1024;
+/// FastCDC's minimum, average and maximum chunk sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSizes {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+/// For files that change in place (databases).
+pub const SMALL_CHUNKS: ChunkSizes = ChunkSizes {
+    min: 2 * 1024,
+    avg: 8 * 1024,
+    max: 32 * 1024,
+};
+
+/// For files written once (media).
+pub const LARGE_CHUNKS: ChunkSizes = ChunkSizes {
+    min: 64 * 1024,
+    avg: 256 * 1024,
+    max: 1024 * 1024,
+};
+
+/// Picks chunk sizes from the first bytes of a file: SQLite databases get
+/// small chunks, everything else large ones.
+pub fn sizes_for(first_bytes: &[u8]) -> ChunkSizes {
+    if first_bytes.starts_with(b"SQLite format 3\0") {
+        SMALL_CHUNKS
+    } else {
+        LARGE_CHUNKS
+    }
+}
 
 /// A chunk id: the 32-byte keyed MAC of the chunk's plaintext.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,15 +113,40 @@ pub struct Chunk {
     pub data: Vec<u8>,
 }
 
-/// Cuts `reader` into content-defined chunks.
+/// Cuts a file into content-defined chunks sized for its kind.
+pub fn file_chunks<'a>(
+    path: &std::path::Path,
+    ids: &'a ChunkIds,
+) -> std::io::Result<impl Iterator<Item = std::io::Result<Chunk>> + 'a> {
+    let mut head = [0u8; 16];
+    let mut file = std::fs::File::open(path)?;
+    let n = read_up_to(&mut file, &mut head)?;
+    let sizes = sizes_for(&head[..n]);
+    let reader = std::io::Cursor::new(head[..n].to_vec()).chain(file);
+    Ok(chunks(reader, sizes, ids))
+}
+
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// Cuts `reader` into content-defined chunks of the given sizes.
 pub fn chunks<R: Read>(
     reader: R,
+    sizes: ChunkSizes,
     ids: &ChunkIds,
 ) -> impl Iterator<Item = std::io::Result<Chunk>> + '_
 where
     R: 'static,
 {
-    fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).map(move |chunk| {
+    fastcdc::v2020::StreamCDC::new(reader, sizes.min, sizes.avg, sizes.max).map(move |chunk| {
         let chunk = chunk.map_err(|error| match error {
             fastcdc::v2020::Error::IoError(io) => io,
             other => std::io::Error::other(other.to_string()),
@@ -119,7 +175,7 @@ mod tests {
     }
 
     fn ids_of(bytes: Vec<u8>, ids: &ChunkIds) -> Vec<ChunkId> {
-        chunks(std::io::Cursor::new(bytes), ids)
+        chunks(std::io::Cursor::new(bytes), LARGE_CHUNKS, ids)
             .map(|c| c.unwrap().id)
             .collect()
     }
@@ -129,13 +185,13 @@ mod tests {
         let ids = ChunkIds::new(&RootKey::generate());
         let input = data(2 << 20, 1);
         let mut joined = Vec::new();
-        let pieces: Vec<Chunk> = chunks(std::io::Cursor::new(input.clone()), &ids)
+        let pieces: Vec<Chunk> = chunks(std::io::Cursor::new(input.clone()), LARGE_CHUNKS, &ids)
             .map(Result::unwrap)
             .collect();
         for (i, chunk) in pieces.iter().enumerate() {
-            assert!(chunk.data.len() <= MAX_CHUNK as usize);
+            assert!(chunk.data.len() <= LARGE_CHUNKS.max as usize);
             if i + 1 < pieces.len() {
-                assert!(chunk.data.len() >= MIN_CHUNK as usize);
+                assert!(chunk.data.len() >= LARGE_CHUNKS.min as usize);
             }
             assert!(ids.verify(&chunk.id, &chunk.data));
             joined.extend_from_slice(&chunk.data);
@@ -158,6 +214,13 @@ mod tests {
             after.len() - unchanged,
             after.len()
         );
+    }
+
+    #[test]
+    fn databases_get_small_chunks_and_media_large_ones() {
+        assert_eq!(sizes_for(b"SQLite format 3\0rest"), SMALL_CHUNKS);
+        assert_eq!(sizes_for(b"\xFF\xD8\xFF\xE0"), LARGE_CHUNKS);
+        assert_eq!(sizes_for(b""), LARGE_CHUNKS);
     }
 
     #[test]

@@ -22,8 +22,8 @@ pub fn small_phone(dir: &Path, seed: u64) -> PathBuf {
 /// The chunk ids of one device file under `key`, in order.
 pub fn chunk_ids_of(key: &RootKey, file: &Path) -> Vec<String> {
     let ids = ChunkIds::new(key);
-    let reader = std::fs::File::open(file).unwrap();
-    chunking::chunks(reader, &ids)
+    chunking::file_chunks(file, &ids)
+        .unwrap()
         .map(|c| c.unwrap().id.to_hex())
         .collect()
 }
