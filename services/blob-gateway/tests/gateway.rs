@@ -2,328 +2,16 @@
 //! ephemeral ports, through a real tonic client with account tokens.
 //! Bucket contents are checked with `aws-sdk-s3` directly.
 
+mod harness;
+
 use std::time::{Duration, Instant};
 
 use account_token::{AccountId, SigningKey};
-use aws_sdk_s3::primitives::ByteStream;
-use blob_gateway::config::Config;
-use clap::Parser;
-use e2eb_proto::storage::v2::blob_gateway_client::BlobGatewayClient;
-use e2eb_proto::storage::v2::{
-    ChunkHeader, CommitRequest, CommitResponse, DeleteBackupRequest, GetBackupRequest,
-    GetChunkRequest, GetManifestRequest, HasChunksRequest, PutChunkRequest, put_chunk_request,
-};
+use e2eb_proto::storage::v2::{DeleteBackupRequest, GetBackupRequest};
 use futures::StreamExt;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::Code;
 
-const BUCKET: &str = "e2e-backups";
-const MIB: usize = 1024 * 1024;
-
-// ---------------------------------------------------------------- harness
-
-struct Harness {
-    dir: tempfile::TempDir,
-    s3: local_s3::Server,
-    s3_client: aws_sdk_s3::Client,
-    key: SigningKey,
-    gateway: Option<Gateway>,
-}
-
-struct Gateway {
-    endpoint: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Harness {
-    async fn start(flags: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let s3 = local_s3::serve(&local_s3::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("s3"),
-            access_key: "e2eb-dev".into(),
-            secret_key: "e2eb-dev-secret".into(),
-            bucket: BUCKET.into(),
-        })
-        .await
-        .expect("local S3 starts");
-        let credentials =
-            aws_sdk_s3::config::Credentials::new("e2eb-dev", "e2eb-dev-secret", None, None, "test");
-        let s3_client = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::Config::builder()
-                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-                .endpoint_url(s3.endpoint())
-                .region(aws_sdk_s3::config::Region::new("us-east-1"))
-                .credentials_provider(credentials)
-                .force_path_style(true)
-                .build(),
-        );
-        let key = SigningKey::load_or_create(&dir.path().join("token.key")).expect("a key");
-        let mut harness = Self {
-            dir,
-            s3,
-            s3_client,
-            key,
-            gateway: None,
-        };
-        harness.start_gateway(flags).await;
-        harness
-    }
-
-    async fn start_gateway(&mut self, flags: &[&str]) {
-        let key_file = self.dir.path().join("token.key");
-        let endpoint = self.s3.endpoint();
-        let mut args = vec![
-            "blob-gateway",
-            "--s3-endpoint",
-            &endpoint,
-            "--token-key-file",
-            key_file.to_str().unwrap(),
-        ];
-        args.extend_from_slice(flags);
-        let config = Config::try_parse_from(args).expect("gateway flags parse");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(blob_gateway::serve(config, listener, async {
-            let _ = stopped.await;
-        }));
-        health_probe::wait_serving(
-            &endpoint,
-            blob_gateway::SERVICE_NAME_V2,
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("the gateway serves v2");
-        self.gateway = Some(Gateway {
-            endpoint,
-            stop,
-            task,
-        });
-    }
-
-    async fn stop_gateway(&mut self) {
-        let gateway = self.gateway.take().expect("a gateway runs");
-        let _ = gateway.stop.send(());
-        gateway
-            .task
-            .await
-            .unwrap()
-            .expect("the gateway stops cleanly");
-    }
-
-    fn client_with(&self, token: String) -> Client {
-        let endpoint = &self.gateway.as_ref().expect("a gateway runs").endpoint;
-        let channel = Channel::from_shared(endpoint.clone())
-            .unwrap()
-            .connect_lazy();
-        let bearer = Bearer(format!("Bearer {token}").parse().unwrap());
-        BlobGatewayClient::with_interceptor(channel, bearer).max_decoding_message_size(64 * MIB)
-    }
-
-    fn client(&self, account: &str) -> Client {
-        let account = AccountId::new(account).unwrap();
-        self.client_with(self.key.mint(&account, Duration::from_secs(600)))
-    }
-
-    /// Every key under `prefix`, sorted.
-    async fn keys(&self, prefix: &str) -> Vec<String> {
-        let mut pages = self
-            .s3_client
-            .list_objects_v2()
-            .bucket(BUCKET)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        let mut keys = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.expect("list the bucket");
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(String::from)),
-            );
-        }
-        keys.sort();
-        keys
-    }
-
-    async fn put_object(&self, key: &str, bytes: Vec<u8>) {
-        self.s3_client
-            .put_object()
-            .bucket(BUCKET)
-            .key(key)
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .expect("put an object directly");
-    }
-
-    async fn get_object(&self, key: &str) -> Vec<u8> {
-        let object = self
-            .s3_client
-            .get_object()
-            .bucket(BUCKET)
-            .key(key)
-            .send()
-            .await
-            .expect("get an object directly");
-        object.body.collect().await.unwrap().to_vec()
-    }
-}
-
-#[derive(Clone)]
-struct Bearer(AsciiMetadataValue);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", MetadataValue::clone(&self.0));
-        Ok(request)
-    }
-}
-
-type Client = BlobGatewayClient<InterceptedService<Channel, Bearer>>;
-
-/// A chunk id: 64 hex digits spread over the key space like real MACs.
-fn id(n: u64) -> String {
-    let mut state = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    (0..4)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            format!("{:016x}", z ^ (z >> 31))
-        })
-        .collect()
-}
-
-/// Stand-in sealed bytes.
-fn sealed(seed: u64, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(seed * 7) as u8)
-        .collect()
-}
-
-fn chunk_key(account: &str, id: &str) -> String {
-    format!("accounts/{account}/chunks/{id}")
-}
-
-fn manifest_key(account: &str, generation: u64) -> String {
-    format!("accounts/{account}/manifests/{generation:020}")
-}
-
-fn record_key(account: &str) -> String {
-    format!("accounts/{account}/generation")
-}
-
-fn header(id: &str, size: usize) -> PutChunkRequest {
-    PutChunkRequest {
-        part: Some(put_chunk_request::Part::Header(ChunkHeader {
-            chunk_id: id.into(),
-            size: size as u64,
-        })),
-    }
-}
-
-fn data(bytes: &[u8]) -> PutChunkRequest {
-    PutChunkRequest {
-        part: Some(put_chunk_request::Part::Data(bytes.to_vec())),
-    }
-}
-
-/// Sends `header` and then `bytes` in 1 MiB messages.
-async fn put_raw(client: &Client, id: &str, declared: usize, bytes: &[u8]) -> Result<bool, Status> {
-    let mut messages = vec![header(id, declared)];
-    messages.extend(bytes.chunks(MIB).map(data));
-    let response = client
-        .clone()
-        .put_chunk(futures::stream::iter(messages))
-        .await?;
-    Ok(response.into_inner().stored)
-}
-
-async fn put(client: &Client, id: &str, bytes: &[u8]) -> bool {
-    put_raw(client, id, bytes.len(), bytes)
-        .await
-        .expect("the chunk is accepted")
-}
-
-/// The chunk's bytes and the largest message it came in.
-async fn get(client: &Client, id: &str) -> Result<(Vec<u8>, usize), Status> {
-    let mut stream = client
-        .clone()
-        .get_chunk(GetChunkRequest {
-            chunk_id: id.into(),
-        })
-        .await?
-        .into_inner();
-    let (mut bytes, mut largest) = (Vec::new(), 0);
-    while let Some(message) = stream.next().await {
-        let message = message?;
-        largest = largest.max(message.data.len());
-        bytes.extend_from_slice(&message.data);
-    }
-    Ok((bytes, largest))
-}
-
-async fn has(client: &Client, ids: &[String]) -> Result<Vec<String>, Status> {
-    let response = client
-        .clone()
-        .has_chunks(HasChunksRequest {
-            chunk_ids: ids.to_vec(),
-        })
-        .await?;
-    Ok(response.into_inner().present)
-}
-
-async fn commit(
-    client: &Client,
-    expected: u64,
-    manifest: &[u8],
-    ids: &[String],
-) -> Result<CommitResponse, Status> {
-    let response = client
-        .clone()
-        .commit(CommitRequest {
-            expected_generation: expected,
-            manifest: manifest.to_vec(),
-            chunk_ids: ids.to_vec(),
-        })
-        .await?;
-    Ok(response.into_inner())
-}
-
-async fn generation(client: &Client) -> Result<u64, Status> {
-    let response = client.clone().get_backup(GetBackupRequest {}).await?;
-    Ok(response.into_inner().generation)
-}
-
-async fn manifest(client: &Client, generation: u64) -> Result<Vec<u8>, Status> {
-    let response = client
-        .clone()
-        .get_manifest(GetManifestRequest { generation })
-        .await?;
-    Ok(response.into_inner().manifest)
-}
-
-fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
-    match result {
-        Err(status) if status.code() == code => status,
-        other => panic!("expected {code:?}, got {other:?}"),
-    }
-}
-
-// ---------------------------------------------------------------- tests
+use harness::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn put_has_get_round_trip() {
@@ -475,6 +163,11 @@ async fn a_commit_replaces_the_previous_generation_and_deletes_its_garbage() {
     assert_code(manifest(&alice, 3).await, Code::NotFound);
     assert_code(get(&alice, &id(2)).await, Code::NotFound);
     assert_eq!(get(&alice, &id(5)).await.unwrap().0, sealed(5, 500));
+
+    // Committed chunks and those uploaded since are held; collected ones not.
+    put(&alice, &id(6), b"next").await;
+    let asked = [id(1), id(2), id(5), id(6)];
+    assert_eq!(has(&alice, &asked).await.unwrap(), [id(1), id(5), id(6)]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -747,54 +440,70 @@ async fn the_startup_sweep_removes_orphans_older_than_the_record() {
     );
 }
 
-/// Latency of `HasChunks` for 1,000 ids of the previous generation, next to
-/// 1,000 raw HEADs. `cargo nextest run -p blob-gateway --run-ignored only
-/// --no-capture has_chunks_latency`.
+/// More uncommitted chunks than the listing budget of two pages: the ids
+/// past the listing are asked about one by one, present or not.
+#[tokio::test(flavor = "multi_thread")]
+async fn has_chunks_answers_past_the_listing_budget() {
+    let harness = Harness::start(&[]).await;
+    let alice = harness.client("alice");
+    let ids: Vec<String> = (0..2500).map(id).collect();
+    put_many(&alice, &ids).await;
+    // 600 held, 400 not, in no particular order.
+    let asked: Vec<String> = (1900..2900).map(id).collect();
+    let present = has(&alice, &asked).await.unwrap();
+    assert_eq!(present, asked[..600]);
+}
+
+/// Latency of `HasChunks` for 1,000 ids, next to 1,000 raw HEADs:
+/// `cargo nextest run --workspace -E 'test(has_chunks_latency)'
+/// --run-ignored only --no-capture`.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement, not a test"]
 async fn has_chunks_latency() {
     let harness = Harness::start(&[]).await;
     for total in [1000u64, 5000] {
-        let account = format!("acct{total}");
-        let client = harness.client(&account);
-        let ids: Vec<String> = (0..total).map(id).collect();
-        futures::stream::iter(ids.iter())
-            .for_each_concurrent(32, |chunk_id| {
-                let client = client.clone();
-                async move {
-                    put(&client, chunk_id, b"x").await;
-                }
-            })
-            .await;
-        let asked: Vec<String> = ids[..1000].to_vec();
-        let mut sorted = ids.clone();
-        sorted.sort();
-        for (name, asked) in [("unsorted", asked), ("sorted", sorted[..1000].to_vec())] {
-            let started = Instant::now();
-            let rounds = 5;
-            for _ in 0..rounds {
-                assert_eq!(has(&client, &asked).await.unwrap().len(), 1000);
+        for committed in [true, false] {
+            let account = format!("acct{total}{committed}");
+            let client = harness.client(&account);
+            let ids: Vec<String> = (0..total).map(id).collect();
+            put_many(&client, &ids).await;
+            if committed {
+                commit(&client, 0, b"m", &ids).await.unwrap();
             }
-            println!(
-                "HasChunks, 1000 {name} ids, account holding {total}: {:?} per call",
-                started.elapsed() / rounds
-            );
-        }
-        let started = Instant::now();
-        futures::stream::iter(ids[..1000].iter())
-            .for_each_concurrent(64, |chunk_id| {
-                let s3 = harness.s3_client.clone();
-                let key = chunk_key(&account, chunk_id);
-                async move {
-                    s3.head_object()
-                        .bucket(BUCKET)
-                        .key(key)
-                        .send()
-                        .await
-                        .unwrap();
+            let mut sorted = ids.clone();
+            sorted.sort();
+            let state = if committed {
+                "committed"
+            } else {
+                "uploaded, uncommitted"
+            };
+            for (order, asked) in [("unsorted", &ids[..1000]), ("sorted", &sorted[..1000])] {
+                let rounds = 5;
+                let started = Instant::now();
+                for _ in 0..rounds {
+                    assert_eq!(has(&client, asked).await.unwrap().len(), 1000);
                 }
-            })
-            .await;
-        println!("1000 raw HEADs, 64 at once: {:?}", started.elapsed());
+                println!(
+                    "HasChunks, 1000 {order} ids of {total} {state} chunks: {:?} per call",
+                    started.elapsed() / rounds
+                );
+            }
+            let started = Instant::now();
+            futures::stream::iter(ids[..1000].iter())
+                .for_each_concurrent(64, |chunk_id| {
+                    let s3 = harness.s3_client.clone();
+                    let key = chunk_key(&account, chunk_id);
+                    async move {
+                        s3.head_object()
+                            .bucket(BUCKET)
+                            .key(key)
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                })
+                .await;
+            println!("1000 raw HEADs, 64 at once: {:?}", started.elapsed());
+        }
     }
 }

@@ -1,0 +1,335 @@
+//! The harness of the gateway's integration tests: local S3 and the
+//! gateway in-process on ephemeral ports, a tonic client with account
+//! tokens, and direct `aws-sdk-s3` access to the bucket.
+
+use std::time::Duration;
+
+use account_token::{AccountId, SigningKey};
+use aws_sdk_s3::primitives::ByteStream;
+use blob_gateway::config::Config;
+use clap::Parser;
+use e2eb_proto::storage::v2::blob_gateway_client::BlobGatewayClient;
+use e2eb_proto::storage::v2::{
+    ChunkHeader, CommitRequest, CommitResponse, GetBackupRequest, GetChunkRequest,
+    GetManifestRequest, HasChunksRequest, PutChunkRequest, put_chunk_request,
+};
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+pub const BUCKET: &str = "e2e-backups";
+pub const MIB: usize = 1024 * 1024;
+
+pub struct Harness {
+    dir: tempfile::TempDir,
+    s3: local_s3::Server,
+    pub s3_client: aws_sdk_s3::Client,
+    key: SigningKey,
+    gateway: Option<Gateway>,
+}
+
+pub struct Gateway {
+    endpoint: String,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Harness {
+    pub async fn start(flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let s3 = local_s3::serve(&local_s3::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("s3"),
+            access_key: "e2eb-dev".into(),
+            secret_key: "e2eb-dev-secret".into(),
+            bucket: BUCKET.into(),
+        })
+        .await
+        .expect("local S3 starts");
+        let credentials =
+            aws_sdk_s3::config::Credentials::new("e2eb-dev", "e2eb-dev-secret", None, None, "test");
+        let s3_client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .endpoint_url(s3.endpoint())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .credentials_provider(credentials)
+                .force_path_style(true)
+                .build(),
+        );
+        let key = SigningKey::load_or_create(&dir.path().join("token.key")).expect("a key");
+        let mut harness = Self {
+            dir,
+            s3,
+            s3_client,
+            key,
+            gateway: None,
+        };
+        harness.start_gateway(flags).await;
+        harness
+    }
+
+    pub async fn start_gateway(&mut self, flags: &[&str]) {
+        let key_file = self.dir.path().join("token.key");
+        let endpoint = self.s3.endpoint();
+        let mut args = vec![
+            "blob-gateway",
+            "--s3-endpoint",
+            &endpoint,
+            "--token-key-file",
+            key_file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(flags);
+        let config = Config::try_parse_from(args).expect("gateway flags parse");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(blob_gateway::serve(config, listener, async {
+            let _ = stopped.await;
+        }));
+        health_probe::wait_serving(
+            &endpoint,
+            blob_gateway::SERVICE_NAME_V2,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the gateway serves v2");
+        self.gateway = Some(Gateway {
+            endpoint,
+            stop,
+            task,
+        });
+    }
+
+    pub async fn stop_gateway(&mut self) {
+        let gateway = self.gateway.take().expect("a gateway runs");
+        let _ = gateway.stop.send(());
+        gateway
+            .task
+            .await
+            .unwrap()
+            .expect("the gateway stops cleanly");
+    }
+
+    pub fn client_with(&self, token: String) -> Client {
+        let endpoint = &self.gateway.as_ref().expect("a gateway runs").endpoint;
+        let channel = Channel::from_shared(endpoint.clone())
+            .unwrap()
+            .connect_lazy();
+        let bearer = Bearer(format!("Bearer {token}").parse().unwrap());
+        BlobGatewayClient::with_interceptor(channel, bearer).max_decoding_message_size(64 * MIB)
+    }
+
+    pub fn client(&self, account: &str) -> Client {
+        let account = AccountId::new(account).unwrap();
+        self.client_with(self.key.mint(&account, Duration::from_secs(600)))
+    }
+
+    /// Every key under `prefix`, sorted.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut pages = self
+            .s3_client
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("list the bucket");
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(String::from)),
+            );
+        }
+        keys.sort();
+        keys
+    }
+
+    pub async fn put_object(&self, key: &str, bytes: Vec<u8>) {
+        self.s3_client
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .expect("put an object directly");
+    }
+
+    pub async fn get_object(&self, key: &str) -> Vec<u8> {
+        let object = self
+            .s3_client
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .expect("get an object directly");
+        object.body.collect().await.unwrap().to_vec()
+    }
+}
+
+#[derive(Clone)]
+pub struct Bearer(AsciiMetadataValue);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", MetadataValue::clone(&self.0));
+        Ok(request)
+    }
+}
+
+pub type Client = BlobGatewayClient<InterceptedService<Channel, Bearer>>;
+
+/// A chunk id: 64 hex digits spread over the key space like real MACs.
+pub fn id(n: u64) -> String {
+    let mut state = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    (0..4)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            format!("{:016x}", z ^ (z >> 31))
+        })
+        .collect()
+}
+
+/// Stand-in sealed bytes.
+pub fn sealed(seed: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(seed * 7) as u8)
+        .collect()
+}
+
+pub fn chunk_key(account: &str, id: &str) -> String {
+    format!("accounts/{account}/chunks/{id}")
+}
+
+pub fn manifest_key(account: &str, generation: u64) -> String {
+    format!("accounts/{account}/manifests/{generation:020}")
+}
+
+pub fn record_key(account: &str) -> String {
+    format!("accounts/{account}/generation")
+}
+
+pub fn header(id: &str, size: usize) -> PutChunkRequest {
+    PutChunkRequest {
+        part: Some(put_chunk_request::Part::Header(ChunkHeader {
+            chunk_id: id.into(),
+            size: size as u64,
+        })),
+    }
+}
+
+pub fn data(bytes: &[u8]) -> PutChunkRequest {
+    PutChunkRequest {
+        part: Some(put_chunk_request::Part::Data(bytes.to_vec())),
+    }
+}
+
+/// Sends `header` and then `bytes` in 1 MiB messages.
+pub async fn put_raw(
+    client: &Client,
+    id: &str,
+    declared: usize,
+    bytes: &[u8],
+) -> Result<bool, Status> {
+    let mut messages = vec![header(id, declared)];
+    messages.extend(bytes.chunks(MIB).map(data));
+    let response = client
+        .clone()
+        .put_chunk(futures::stream::iter(messages))
+        .await?;
+    Ok(response.into_inner().stored)
+}
+
+pub async fn put(client: &Client, id: &str, bytes: &[u8]) -> bool {
+    put_raw(client, id, bytes.len(), bytes)
+        .await
+        .expect("the chunk is accepted")
+}
+
+/// The chunk's bytes and the largest message it came in.
+pub async fn get(client: &Client, id: &str) -> Result<(Vec<u8>, usize), Status> {
+    let mut stream = client
+        .clone()
+        .get_chunk(GetChunkRequest {
+            chunk_id: id.into(),
+        })
+        .await?
+        .into_inner();
+    let (mut bytes, mut largest) = (Vec::new(), 0);
+    while let Some(message) = stream.next().await {
+        let message = message?;
+        largest = largest.max(message.data.len());
+        bytes.extend_from_slice(&message.data);
+    }
+    Ok((bytes, largest))
+}
+
+pub async fn has(client: &Client, ids: &[String]) -> Result<Vec<String>, Status> {
+    let response = client
+        .clone()
+        .has_chunks(HasChunksRequest {
+            chunk_ids: ids.to_vec(),
+        })
+        .await?;
+    Ok(response.into_inner().present)
+}
+
+pub async fn commit(
+    client: &Client,
+    expected: u64,
+    manifest: &[u8],
+    ids: &[String],
+) -> Result<CommitResponse, Status> {
+    let response = client
+        .clone()
+        .commit(CommitRequest {
+            expected_generation: expected,
+            manifest: manifest.to_vec(),
+            chunk_ids: ids.to_vec(),
+        })
+        .await?;
+    Ok(response.into_inner())
+}
+
+pub async fn generation(client: &Client) -> Result<u64, Status> {
+    let response = client.clone().get_backup(GetBackupRequest {}).await?;
+    Ok(response.into_inner().generation)
+}
+
+pub async fn manifest(client: &Client, generation: u64) -> Result<Vec<u8>, Status> {
+    let response = client
+        .clone()
+        .get_manifest(GetManifestRequest { generation })
+        .await?;
+    Ok(response.into_inner().manifest)
+}
+
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Err(status) if status.code() == code => status,
+        other => panic!("expected {code:?}, got {other:?}"),
+    }
+}
+
+pub async fn put_many(client: &Client, ids: &[String]) {
+    futures::stream::iter(ids)
+        .for_each_concurrent(32, |chunk_id| async move {
+            put(client, chunk_id, b"x").await;
+        })
+        .await;
+}
