@@ -28,9 +28,11 @@ test:
 	cargo build --workspace --bins
 	cargo nextest run --workspace --no-fail-fast
 
-## Throughput of the demo phone against raw aws-sdk-s3 on the same server.
+## A ~100 MiB phone: full backup, three days of ~1 % new data with
+## incremental backups, key rotation and restore, against raw aws-sdk-s3
+## PUT/GET of the same bytes to the same server.
 bench: up
-	target/debug/device-sim --s3-baseline
+	target/debug/device-sim key-flow --profile large --days 3 --s3-baseline
 
 ## Vault cost per registration and login through gRPC next to opaque-ke alone.
 bench-vault:
