@@ -138,14 +138,11 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> 
 }
 
 /// Cuts `reader` into content-defined chunks of the given sizes.
-pub fn chunks<R: Read>(
+pub fn chunks<R: Read + 'static>(
     reader: R,
     sizes: ChunkSizes,
     ids: &ChunkIds,
-) -> impl Iterator<Item = std::io::Result<Chunk>> + '_
-where
-    R: 'static,
-{
+) -> impl Iterator<Item = std::io::Result<Chunk>> + '_ {
     fastcdc::v2020::StreamCDC::new(reader, sizes.min, sizes.avg, sizes.max).map(move |chunk| {
         let chunk = chunk.map_err(|error| match error {
             fastcdc::v2020::Error::IoError(io) => io,
