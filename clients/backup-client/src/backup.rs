@@ -3,7 +3,7 @@
 //! the next generation. Unchanged chunks are never sent again, and an
 //! interrupted backup resumes without re-sending what arrived.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -69,8 +69,21 @@ pub async fn back_up(
         source,
     })?;
     let expected = gateway.get_backup().await?.map_or(0, |b| b.generation);
+    let previous = previous_manifest(gateway, account, key, expected).await;
     // Chunks the previous generation holds need no question to the gateway.
-    let mut known = previous_chunks(gateway, account, key, expected).await;
+    let mut known: HashSet<ChunkId> = previous
+        .iter()
+        .flat_map(|m| &m.files)
+        .flat_map(|f| &f.chunks)
+        .filter_map(|c| c.id.as_slice().try_into().ok().map(ChunkId))
+        .collect();
+    // Files untouched since then (same size and modification time) keep
+    // their chunk list and are not read at all.
+    let untouched: HashMap<&str, &FileEntry> = previous
+        .iter()
+        .flat_map(|m| &m.files)
+        .map(|f| (f.path.as_str(), f))
+        .collect();
     let ids = ChunkIds::new(key);
     let chunk_key = key.derive(KeyPurpose::FileData);
     let mut report = BackupReport {
@@ -85,12 +98,47 @@ pub async fn back_up(
     };
 
     // A blocking thread reads and cuts the files; this task uploads.
+    manifest.files = files
+        .iter()
+        .map(|f| match untouched.get(f.path.as_str()) {
+            Some(old)
+                if f.modified_ns != 0 && old.modified_ns == f.modified_ns && old.size == f.size =>
+            {
+                (*old).clone()
+            }
+            _ => FileEntry {
+                path: f.path.clone(),
+                size: f.size,
+                chunks: Vec::new(),
+                modified_ns: f.modified_ns,
+            },
+        })
+        .collect();
+    let mut referenced: Vec<String> = Vec::new();
+    let mut seen: HashSet<ChunkId> = HashSet::new();
+    let mut to_read = Vec::new();
+    for (index, (file, entry)) in files.iter().zip(&manifest.files).enumerate() {
+        if entry.chunks.is_empty() && file.size > 0 {
+            to_read.push((index, file.clone()));
+            continue;
+        }
+        for chunk in &entry.chunks {
+            report.chunks += 1;
+            report.plain_bytes += chunk.size as u64;
+            if let Ok(id) = chunk.id.as_slice().try_into().map(ChunkId)
+                && seen.insert(id)
+            {
+                referenced.push(id.to_hex());
+            }
+        }
+    }
+
     let (tx, mut rx) = mpsc::channel::<Result<(usize, Chunk), BackupError>>(BATCH);
     let root = device_root.to_path_buf();
-    let listed = files.clone();
     let chunk_ids = ids.clone();
     let reader = tokio::task::spawn_blocking(move || {
-        for (index, file) in listed.iter().enumerate() {
+        for (index, file) in &to_read {
+            let index = *index;
             let read_error = |source| BackupError::ReadDevice {
                 path: file.path.clone(),
                 source,
@@ -121,17 +169,7 @@ pub async fn back_up(
         None
     });
 
-    manifest.files = files
-        .iter()
-        .map(|f| FileEntry {
-            path: f.path.clone(),
-            size: f.size,
-            chunks: Vec::new(),
-        })
-        .collect();
     let mut pending: Vec<Chunk> = Vec::new();
-    let mut referenced: Vec<String> = Vec::new();
-    let mut seen: HashSet<ChunkId> = HashSet::new();
     while let Some(item) = rx.recv().await {
         let (index, chunk) = item?;
         report.chunks += 1;
@@ -186,29 +224,19 @@ pub async fn back_up(
     Ok(report)
 }
 
-/// The chunk ids of the committed generation, if its manifest opens with
-/// this key (after a key rotation it does not, and every chunk is new).
-async fn previous_chunks(
+/// The committed generation's manifest, if it opens with this key (after a
+/// key rotation it does not, and every chunk is new).
+async fn previous_manifest(
     gateway: &GatewayClient,
     account: &str,
     key: &RootKey,
     generation: u64,
-) -> HashSet<ChunkId> {
+) -> Option<Manifest> {
     if generation == 0 {
-        return HashSet::new();
+        return None;
     }
-    let Ok(sealed) = gateway.get_manifest(generation).await else {
-        return HashSet::new();
-    };
-    match manifest::open(key, account, generation, &sealed) {
-        Ok(previous) => previous
-            .files
-            .iter()
-            .flat_map(|f| &f.chunks)
-            .filter_map(|c| c.id.as_slice().try_into().ok().map(ChunkId))
-            .collect(),
-        Err(_) => HashSet::new(),
-    }
+    let sealed = gateway.get_manifest(generation).await.ok()?;
+    manifest::open(key, account, generation, &sealed).ok()
 }
 
 /// Asks which pending chunks the gateway lacks and uploads those, sealed,

@@ -1,10 +1,10 @@
 //! Content-defined chunking and keyed chunk ids.
 //!
-//! Files are cut with FastCDC, so an insertion shifts only the chunks around
-//! it. Databases (SQLite files) change a few scattered 4 KiB pages a day, so
-//! they get small chunks (2/8/32 KiB) and a daily backup re-sends little
-//! more than the changed pages; media files never change once written, so
-//! they get large chunks (64/256/1024 KiB) and few objects. A chunk's id is
+//! A SQLite database changes in place, a few scattered pages a day, and never
+//! shifts: it is cut at its own page boundaries, so a daily backup re-sends
+//! exactly the changed pages. Every other file is cut with FastCDC
+//! (64/256/1024 KiB), so an insertion shifts only the chunks around it;
+//! media never change once written, so large chunks mean few objects. A chunk's id is
 //! HMAC-SHA256 of its plaintext under a key derived from `K`: equal chunks
 //! get equal ids (an unchanged chunk is never uploaded again), while the
 //! gateway, without the key, learns nothing from an id.
@@ -25,27 +25,39 @@ pub struct ChunkSizes {
     pub max: u32,
 }
 
-/// For files that change in place (databases).
-pub const SMALL_CHUNKS: ChunkSizes = ChunkSizes {
-    min: 2 * 1024,
-    avg: 8 * 1024,
-    max: 32 * 1024,
-};
-
-/// For files written once (media).
+/// For files written once (media, documents).
 pub const LARGE_CHUNKS: ChunkSizes = ChunkSizes {
     min: 64 * 1024,
     avg: 256 * 1024,
     max: 1024 * 1024,
 };
 
-/// Picks chunk sizes from the first bytes of a file: SQLite databases get
-/// small chunks, everything else large ones.
-pub fn sizes_for(first_bytes: &[u8]) -> ChunkSizes {
-    if first_bytes.starts_with(b"SQLite format 3\0") {
-        SMALL_CHUNKS
+/// How a file is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cutting {
+    /// Content-defined chunks.
+    Cdc(ChunkSizes),
+    /// Fixed blocks of this many bytes (a SQLite database's pages).
+    Pages(usize),
+}
+
+const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+/// Bytes of a file's start that decide how it is cut.
+const HEAD_LEN: usize = 18;
+
+/// Decides from the first bytes of a file: a SQLite database is cut at its
+/// page size (header bytes 16-17, big-endian; 1 means 65536), anything else
+/// by content.
+pub fn cutting_for(head: &[u8]) -> Cutting {
+    if head.len() >= HEAD_LEN && head.starts_with(SQLITE_MAGIC) {
+        let page = match u16::from_be_bytes([head[16], head[17]]) {
+            1 => 65536,
+            size if size.is_power_of_two() && size >= 512 => size as usize,
+            _ => return Cutting::Cdc(LARGE_CHUNKS),
+        };
+        Cutting::Pages(page)
     } else {
-        LARGE_CHUNKS
+        Cutting::Cdc(LARGE_CHUNKS)
     }
 }
 
@@ -118,12 +130,37 @@ pub fn file_chunks<'a>(
     path: &std::path::Path,
     ids: &'a ChunkIds,
 ) -> std::io::Result<impl Iterator<Item = std::io::Result<Chunk>> + 'a> {
-    let mut head = [0u8; 16];
+    let mut head = [0u8; HEAD_LEN];
     let mut file = std::fs::File::open(path)?;
     let n = read_up_to(&mut file, &mut head)?;
-    let sizes = sizes_for(&head[..n]);
     let reader = std::io::Cursor::new(head[..n].to_vec()).chain(file);
-    Ok(chunks(reader, sizes, ids))
+    let cut: Box<dyn Iterator<Item = std::io::Result<Chunk>> + 'a> = match cutting_for(&head[..n]) {
+        Cutting::Cdc(sizes) => Box::new(chunks(reader, sizes, ids)),
+        Cutting::Pages(page) => Box::new(pages(reader, page, ids)),
+    };
+    Ok(cut)
+}
+
+/// Cuts `reader` into fixed blocks of `page` bytes (the last may be shorter).
+pub fn pages<R: Read + 'static>(
+    mut reader: R,
+    page: usize,
+    ids: &ChunkIds,
+) -> impl Iterator<Item = std::io::Result<Chunk>> + '_ {
+    std::iter::from_fn(move || {
+        let mut data = vec![0u8; page];
+        match read_up_to(&mut reader, &mut data) {
+            Ok(0) => None,
+            Ok(n) => {
+                data.truncate(n);
+                Some(Ok(Chunk {
+                    id: ids.id_of(&data),
+                    data,
+                }))
+            }
+            Err(error) => Some(Err(error)),
+        }
+    })
 }
 
 fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -214,10 +251,34 @@ mod tests {
     }
 
     #[test]
-    fn databases_get_small_chunks_and_media_large_ones() {
-        assert_eq!(sizes_for(b"SQLite format 3\0rest"), SMALL_CHUNKS);
-        assert_eq!(sizes_for(b"\xFF\xD8\xFF\xE0"), LARGE_CHUNKS);
-        assert_eq!(sizes_for(b""), LARGE_CHUNKS);
+    fn databases_are_cut_at_their_pages_and_media_by_content() {
+        assert_eq!(
+            cutting_for(b"SQLite format 3\0\x10\x00rest"),
+            Cutting::Pages(4096)
+        );
+        assert_eq!(
+            cutting_for(b"SQLite format 3\0\x00\x01rest"),
+            Cutting::Pages(65536)
+        );
+        assert_eq!(
+            cutting_for(b"SQLite format 3\0\x00\x07"),
+            Cutting::Cdc(LARGE_CHUNKS)
+        );
+        assert_eq!(cutting_for(b"\xFF\xD8\xFF\xE0"), Cutting::Cdc(LARGE_CHUNKS));
+        assert_eq!(cutting_for(b""), Cutting::Cdc(LARGE_CHUNKS));
+    }
+
+    #[test]
+    fn pages_cover_the_input_in_fixed_blocks() {
+        let ids = ChunkIds::new(&RootKey::generate());
+        let input = data(3 * 4096 + 100, 4);
+        let blocks: Vec<Chunk> = pages(std::io::Cursor::new(input.clone()), 4096, &ids)
+            .map(Result::unwrap)
+            .collect();
+        let sizes: Vec<usize> = blocks.iter().map(|c| c.data.len()).collect();
+        assert_eq!(sizes, [4096, 4096, 4096, 100]);
+        let joined: Vec<u8> = blocks.iter().flat_map(|c| c.data.clone()).collect();
+        assert_eq!(joined, input);
     }
 
     #[test]

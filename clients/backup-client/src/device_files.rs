@@ -10,6 +10,8 @@ pub struct DeviceFile {
     /// Relative path with `/` separators.
     pub path: String,
     pub size: u64,
+    /// Modification time in Unix nanoseconds (0 if the platform has none).
+    pub modified_ns: i64,
 }
 
 /// Lists every regular file under `root`, sorted by path. Symbolic links and
@@ -31,9 +33,16 @@ pub fn list(root: &Path) -> io::Result<Vec<DeviceFile>> {
                         format!("file name is not UTF-8: {}", relative.display()),
                     ));
                 };
+                let metadata = entry.metadata()?;
+                let modified_ns = metadata
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos() as i64);
                 files.push(DeviceFile {
                     path: path.replace(std::path::MAIN_SEPARATOR, "/"),
-                    size: entry.metadata()?.len(),
+                    size: metadata.len(),
+                    modified_ns,
                 });
             }
         }
