@@ -1,8 +1,9 @@
 //! The device side of e2e-backups: the backup key and the keys derived from
 //! it, content-defined chunking, the sealed object and manifest formats, and
 //! the operations a phone runs against the blob gateway (back up, restore,
-//! rotate the key, disable) and the key vault (password protection). Everything is encrypted here,
-//! before it leaves the device; the gateway and the storage see ciphertext.
+//! rotate the key, disable) and the key vault (password protection).
+//! Everything is encrypted here, before it leaves the device; the gateway and
+//! the storage see ciphertext.
 
 pub mod backup;
 pub mod chunking;
@@ -12,6 +13,7 @@ pub mod key;
 pub mod manifest;
 mod names;
 pub mod restore;
+pub mod rotate;
 pub mod seal;
 pub mod vault;
 
@@ -19,5 +21,6 @@ pub use backup::{BackupError, BackupReport, back_up};
 pub use gateway::{BearerToken, GatewayClient, GatewayError};
 pub use key::{KeyParseError, RootKey};
 pub use restore::{
-    IntegrityFailure, RestoreError, RestoreOptions, RestoreReport, restore, restore_with,
+    IntegrityFailure, RestoreError, RestoreOptions, RestoreReport, restore, restore_any,
+    restore_with,
 };

@@ -86,6 +86,9 @@ pub enum IntegrityFailure {
 #[derive(Debug, Clone, Default)]
 pub struct RestoreReport {
     pub generation: u64,
+    /// The id of the key that opened the backup (hex), so a caller holding
+    /// several keys (around a rotation) can say which one it was.
+    pub key_id: String,
     pub files: usize,
     /// Plaintext bytes written to the device.
     pub bytes: u64,
@@ -153,6 +156,7 @@ pub async fn restore_with(
     };
     let mut report = RestoreReport {
         generation: manifest.generation,
+        key_id: hex::encode(key.key_id()),
         files: manifest.files.len(),
         ..RestoreReport::default()
     };
@@ -175,6 +179,25 @@ pub async fn restore_with(
             Err(other)
         }
     }
+}
+
+/// Restores with whichever of `keys` made the committed backup (a password
+/// user recovers two keys in the middle of a key rotation).
+pub async fn restore_any(
+    gateway: &GatewayClient,
+    account: &str,
+    keys: &[&RootKey],
+    target: &Path,
+    options: RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
+    let mut last = RestoreError::NoBackup;
+    for key in keys {
+        match restore_with(gateway, account, key, target, options).await {
+            Err(error @ RestoreError::OtherKey { .. }) => last = error,
+            outcome => return outcome,
+        }
+    }
+    Err(last)
 }
 
 async fn restore_files(

@@ -129,8 +129,8 @@ impl KeyFlow<'_> {
         let mut shown = shown;
         if self.rotate {
             let started = Instant::now();
-            let new_key = RootKey::generate();
-            backup_client::back_up(&gateway, account, &new_key, &old_phone).await?;
+            let (new_key, _) =
+                backup_client::rotate::rotate_key(&gateway, account, &old_phone).await?;
             rotation_secs = Some(started.elapsed().as_secs_f64());
             let refused = backup_client::restore(
                 &gateway,

@@ -125,6 +125,15 @@ impl PasswordFlow<'_> {
             .await?;
         report.record("change password with 64-digit key", started, "ok");
 
+        // 4b. Rotate the key: the vault holds both keys until the new
+        //     generation is committed, then the new one only.
+        let started = Instant::now();
+        let (key, _) = backup_client::rotate::rotate_key_with_vault(
+            &gateway, &vault, &third, account, &key, &old_phone,
+        )
+        .await?;
+        report.record("rotate key (vault updated in 3 safe steps)", started, "ok");
+
         // 5. The first password no longer works; the current one does.
         let started = Instant::now();
         let refused = match vault.recover(&first).await {
@@ -132,6 +141,10 @@ impl PasswordFlow<'_> {
             other => anyhow::bail!("the replaced password was not refused: {other:?}"),
         };
         let recovered = vault.recover(&third).await?;
+        anyhow::ensure!(
+            recovered.key.key_id() == key.key_id() && recovered.previous.is_none(),
+            "after the rotation the vault must hold exactly the new key"
+        );
         let newer_phone = dir("newer-phone");
         backup_client::restore(&gateway, account, &recovered.key, &newer_phone).await?;
         mismatches.extend(phone::diff_trees(&old_phone, &newer_phone)?);

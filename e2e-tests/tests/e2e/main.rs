@@ -3,4 +3,5 @@
 
 mod crash;
 mod key_backup;
+mod rotation;
 mod vault;

@@ -11,14 +11,18 @@ use vault_suite::opaque_ke::{
 };
 use zeroize::Zeroizing;
 
-use super::secrets::{Password, unseal_root_key};
+use super::secrets::{Password, unseal_root_keys};
 use super::{LoginTicket, VaultClient, VaultError};
 use crate::key::RootKey;
 
 /// What a successful login gives the device.
 #[derive(Debug)]
 pub struct Recovered {
+    /// The current backup key.
     pub key: RootKey,
+    /// The key before it, while a key rotation is under way: the committed
+    /// backup may still be under it.
+    pub previous: Option<RootKey>,
     /// Proof of this login, for a password change or delete right after.
     pub ticket: LoginTicket,
 }
@@ -86,14 +90,20 @@ impl VaultClient {
             )
             .map_err(|e| VaultError::Protocol(e.to_string()))?,
         );
-        let key = unseal_root_key(&finish.export_key, &self.account, &sealed_key)
-            .map_err(|e| VaultError::Protocol(e.to_string()))?;
+        let mut keys = unseal_root_keys(&finish.export_key, &self.account, &sealed_key)
+            .map_err(|e| VaultError::Protocol(e.to_string()))?
+            .into_iter();
+        let key = keys
+            .next()
+            .expect("an unsealed blob holds at least one key");
+        let previous = keys.next();
         info!(
             account = self.account,
             "backup key recovered from the vault"
         );
         Ok(Recovered {
             key,
+            previous,
             ticket: LoginTicket(Zeroizing::new(success.login_ticket)),
         })
     }

@@ -9,7 +9,7 @@ use vault_suite::opaque_ke::{
     ClientRegistration, ClientRegistrationFinishParameters, Identifiers, RegistrationResponse,
 };
 
-use super::secrets::{Password, seal_root_key};
+use super::secrets::{Password, seal_root_keys};
 use super::{Proof, VaultClient, VaultError, key_proof};
 use crate::key::RootKey;
 
@@ -23,6 +23,19 @@ impl VaultClient {
         key: &RootKey,
         proof: Option<Proof<'_>>,
     ) -> Result<(), VaultError> {
+        self.register_keys(password, &[key], proof).await
+    }
+
+    /// Registers `password` to protect `keys`, current first. Two keys are
+    /// stored only in the middle of a key rotation, so that whichever key
+    /// the committed backup is under can be recovered.
+    pub async fn register_keys(
+        &self,
+        password: &Password,
+        keys: &[&RootKey],
+        proof: Option<Proof<'_>>,
+    ) -> Result<(), VaultError> {
+        let key = keys[0];
         let protocol = |e: vault_suite::opaque_ke::errors::ProtocolError| {
             VaultError::Protocol(format!("OPAQUE registration: {e}"))
         };
@@ -53,7 +66,7 @@ impl VaultClient {
         // Refuse before anything of ours reaches an impostor vault.
         self.check_pin(&finish.server_s_pk.serialize())?;
 
-        let sealed_key = seal_root_key(&finish.export_key, &self.account, key);
+        let sealed_key = seal_root_keys(&finish.export_key, &self.account, keys);
         let verifier = vault_suite::key_proof_verifier(key_proof(key).as_ref());
         self.inner
             .clone()

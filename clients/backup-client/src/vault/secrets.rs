@@ -50,28 +50,42 @@ fn cipher(export_key: &[u8]) -> Aes256Gcm {
     Aes256Gcm::new_from_slice(key.as_ref()).expect("the key is 32 bytes")
 }
 
-/// `nonce (12) || AES-256-GCM(HKDF(export key), K, aad = account)`.
-pub fn seal_root_key(export_key: &[u8], account: &str, key: &RootKey) -> Vec<u8> {
+/// Most keys one sealed blob carries: the current key, and during a key
+/// rotation the previous one.
+pub const MAX_SEALED_KEYS: usize = 2;
+
+/// `nonce (12) || AES-256-GCM(HKDF(export key), K1 || K2.., aad = account)`.
+/// The first key is the current one.
+pub fn seal_root_keys(export_key: &[u8], account: &str, keys: &[&RootKey]) -> Vec<u8> {
+    assert!(
+        (1..=MAX_SEALED_KEYS).contains(&keys.len()),
+        "a sealed blob carries one or two keys"
+    );
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let mut plain = Zeroizing::new(Vec::with_capacity(32 * keys.len()));
+    for key in keys {
+        plain.extend_from_slice(key.expose_secret());
+    }
     let sealed = cipher(export_key)
         .encrypt(
             Nonce::from_slice(&nonce),
             Payload {
-                msg: key.expose_secret(),
+                msg: &plain,
                 aad: account.as_bytes(),
             },
         )
-        .expect("AES-GCM encrypts 32 bytes");
+        .expect("AES-GCM encrypts 64 bytes");
     [nonce.as_slice(), &sealed].concat()
 }
 
-pub fn unseal_root_key(
+/// Opens a blob from [`seal_root_keys`]: the keys, current first.
+pub fn unseal_root_keys(
     export_key: &[u8],
     account: &str,
     sealed: &[u8],
-) -> Result<RootKey, UnsealError> {
-    if sealed.len() != NONCE_LEN + 32 + 16 {
+) -> Result<Vec<RootKey>, UnsealError> {
+    if sealed.len() < NONCE_LEN + 16 {
         return Err(UnsealError);
     }
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
@@ -86,8 +100,13 @@ pub fn unseal_root_key(
             )
             .map_err(|_| UnsealError)?,
     );
-    let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| UnsealError)?;
-    Ok(RootKey::from_bytes(bytes))
+    if plain.is_empty() || plain.len() % 32 != 0 || plain.len() / 32 > MAX_SEALED_KEYS {
+        return Err(UnsealError);
+    }
+    Ok(plain
+        .chunks(32)
+        .map(|bytes| RootKey::from_bytes(bytes.try_into().expect("32-byte pieces")))
+        .collect())
 }
 
 #[cfg(test)]
@@ -95,26 +114,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sealed_key_opens_only_with_the_same_export_key_and_account() {
+    fn sealed_keys_open_only_with_the_same_export_key_and_account() {
         let key = RootKey::generate();
-        let sealed = seal_root_key(&[1; 64], "alice", &key);
-        let opened = unseal_root_key(&[1; 64], "alice", &sealed).unwrap();
-        assert_eq!(opened.expose_secret(), key.expose_secret());
-        assert_eq!(
-            unseal_root_key(&[2; 64], "alice", &sealed).unwrap_err(),
-            UnsealError
-        );
-        assert_eq!(
-            unseal_root_key(&[1; 64], "bob", &sealed).unwrap_err(),
-            UnsealError
-        );
+        let old = RootKey::generate();
+        let sealed = seal_root_keys(&[1; 64], "alice", &[&key, &old]);
+        let opened = unseal_root_keys(&[1; 64], "alice", &sealed).unwrap();
+        assert_eq!(opened.len(), 2);
+        assert_eq!(opened[0].expose_secret(), key.expose_secret());
+        assert_eq!(opened[1].expose_secret(), old.expose_secret());
+        for (export_key, account) in [([2u8; 64], "alice"), ([1u8; 64], "bob")] {
+            let result = unseal_root_keys(&export_key, account, &sealed);
+            assert_eq!(result.unwrap_err(), UnsealError);
+        }
         let mut altered = sealed.clone();
         altered[20] ^= 1;
         assert_eq!(
-            unseal_root_key(&[1; 64], "alice", &altered).unwrap_err(),
+            unseal_root_keys(&[1; 64], "alice", &altered).unwrap_err(),
             UnsealError
         );
         assert!(!sealed.windows(32).any(|w| w == key.expose_secret()));
+        let single = seal_root_keys(&[1; 64], "alice", &[&key]);
+        assert_eq!(
+            unseal_root_keys(&[1; 64], "alice", &single).unwrap().len(),
+            1
+        );
     }
 
     #[test]
