@@ -2,11 +2,13 @@
 SHELL := /bin/bash
 export E2EB_STATE_DIR ?= .state
 
-.PHONY: demo up down status test bench bench-vault build clean-state
+.PHONY: demo up down status test bench bench-vault fleet-bench report-screenshot build clean-state
 
-## Build, start the stack, run simulated phones through the key and password flows.
+## Build, start the stack, run simulated phones through the key and password
+## flows, then a small fleet: 20 phones over 3 days, every lifecycle event.
 demo: up
 	target/debug/device-sim --s3-baseline --report-json $(E2EB_STATE_DIR)/demo-report.json
+	target/debug/device-sim fleet --devices 20 --days 3 --concurrency 8 --report-dir $(E2EB_STATE_DIR)/fleet
 
 ## Build and start local S3 and the blob gateway as processes on loopback.
 up:
@@ -37,6 +39,17 @@ bench: up
 ## Vault cost per registration and login through gRPC next to opaque-ke alone.
 bench-vault:
 	cargo bench -p key-vault --bench vault
+
+## 1,000 tiny phones over 2 days; CPU seconds per process (simulator,
+## gateway, vault, S3) and the simulator's peak memory. FLEET_ARGS overrides.
+FLEET_ARGS ?= --devices 1000 --days 2 --concurrency 16 --profile-mix tiny --report-dir $(E2EB_STATE_DIR)/fleet-bench
+fleet-bench: up
+	deploy/fleet-bench.sh $(FLEET_ARGS)
+
+## Render the last fleet report in headless Chromium (apt-get install -y
+## chromium) and save a screenshot beside it. Not part of `make test`.
+report-screenshot:
+	deploy/render-report.sh $(E2EB_STATE_DIR)/fleet/report.html
 
 ## Forget all local state (stops the stack first).
 clean-state: down

@@ -3,6 +3,7 @@
 //! lifecycle against the running stack, then reports what it measured.
 
 pub mod day;
+pub mod fleet;
 pub mod lifecycle;
 pub mod password_flow;
 pub mod phone;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use backup_client::vault::KsfStrength;
 use clap::{Parser, Subcommand, ValueEnum};
 use device_sim::day::DayActivity;
+use device_sim::fleet::{self, FleetArgs, FleetRun};
 use device_sim::lifecycle::{KeyFlow, KeyFlowReport, mib_per_sec};
 use device_sim::password_flow::{PasswordFlow, PasswordFlowReport};
 use device_sim::phone::PhoneProfile;
@@ -88,7 +89,7 @@ struct Cli {
     log: LogArgs,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum Command {
     /// Both flows below, one phone each (the default).
     Demo,
@@ -96,6 +97,9 @@ enum Command {
     KeyFlow,
     /// Password and vault: enable, restore, change, lockout, start over, disable.
     PasswordFlow,
+    /// Many phones through the whole lifecycle (`--days` days, `--seed`),
+    /// with a report as a table, JSON and HTML.
+    Fleet(FleetArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,9 +111,18 @@ enum Profile {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let command = cli.command.clone().unwrap_or(Command::Demo);
+    if let Command::Fleet(args) = &command {
+        // Thousands of phones: per-backup info lines, and the start-over
+        // warning every forgetful user gets, would drown the table.
+        if std::env::var_os("RUST_LOG").is_none() && cli.log.log_filter == "info" {
+            cli.log.log_filter = "warn,backup_client::vault::delete=error".into();
+        }
+        telemetry::init(&cli.log);
+        return run_fleet(&cli, args.clone()).await;
+    }
     telemetry::init(&cli.log);
-    let command = cli.command.unwrap_or(Command::Demo);
     let token_key = SigningKey::load_or_create(&cli.token_key_file)?;
     let profile = match cli.profile {
         Profile::Demo => PhoneProfile::demo(),
@@ -146,15 +159,7 @@ async fn main() -> anyhow::Result<()> {
         key_report = Some(report);
     }
     if matches!(command, Command::Demo | Command::PasswordFlow) {
-        let fingerprint = match &cli.vault_fingerprint {
-            Some(fingerprint) => fingerprint.clone(),
-            None => std::fs::read_to_string(&cli.vault_fingerprint_file).with_context(|| {
-                format!(
-                    "read the pinned vault fingerprint from {} (is the vault running?)",
-                    cli.vault_fingerprint_file.display()
-                )
-            })?,
-        };
+        let fingerprint = vault_fingerprint(&cli)?;
         let flow = PasswordFlow {
             gateway_endpoint: &cli.gateway,
             vault_endpoint: &cli.vault,
@@ -198,6 +203,61 @@ async fn main() -> anyhow::Result<()> {
         }
         std::process::exit(2);
     }
+}
+
+/// The pinned vault fingerprint: the flag or env, else the file `make up` wrote.
+fn vault_fingerprint(cli: &Cli) -> anyhow::Result<String> {
+    match &cli.vault_fingerprint {
+        Some(fingerprint) => Ok(fingerprint.clone()),
+        None => std::fs::read_to_string(&cli.vault_fingerprint_file).with_context(|| {
+            format!(
+                "read the pinned vault fingerprint from {} (is the vault running?)",
+                cli.vault_fingerprint_file.display()
+            )
+        }),
+    }
+}
+
+async fn run_fleet(cli: &Cli, args: FleetArgs) -> anyhow::Result<()> {
+    let spec = args.spec(cli.seed, cli.days);
+    if args.print_schedule {
+        let plans = fleet::schedule(&spec);
+        let json = serde_json::json!({
+            "expected": fleet::expected(&plans),
+            "phones": plans,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    let run = FleetRun {
+        spec: spec.clone(),
+        concurrency: args.concurrency,
+        gateway_endpoint: cli.gateway.clone(),
+        vault_endpoint: cli.vault.clone(),
+        vault_fingerprint: vault_fingerprint(cli)?.trim().to_string(),
+        token_key: SigningKey::load_or_create(&cli.token_key_file)?,
+        ksf: if cli.insecure_fast_ksf {
+            KsfStrength::InsecureFastForTests
+        } else {
+            KsfStrength::Production
+        },
+        work_dir: cli.work_dir.clone(),
+        progress: !args.no_progress,
+    };
+    let outcome = run.run().await?;
+    let report = fleet::summarize(&spec, args.concurrency, &outcome);
+    let paths = fleet::write_reports(&report, &args.report_dir)?;
+    print!("{}", fleet::report_table::render(&report));
+    println!(
+        "report: {} (json: {})",
+        paths.html.display(),
+        paths.json.display()
+    );
+    if !report.matches_schedule {
+        // Failed or unverified operations, or counts off the schedule.
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn mib(bytes: u64) -> f64 {

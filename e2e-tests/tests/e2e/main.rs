@@ -2,6 +2,7 @@
 //! driven by the real backup client and simulator. One test binary.
 
 mod crash;
+mod fleet;
 mod key_backup;
 mod rotation;
 mod vault;

@@ -1,0 +1,128 @@
+//! The fleet simulator against the real stack: 60 small phones over four
+//! days living through every flow; the report's counts must equal what the
+//! schedule (computed here from the same seed) says, every restore must
+//! verify, nothing may fail.
+
+use std::process::Command;
+use std::time::Instant;
+
+use device_sim::fleet::schedule::{Action, ChangeProof, Method};
+use device_sim::fleet::{FleetSpec, Flow, ProfileMix, ScenarioMix, stats};
+use e2e_tests::{MAX_GUESSES, Stack, bin};
+
+const SEED: u64 = 11;
+const DEVICES: u32 = 60;
+const DAYS: u32 = 4;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_of_sixty_phones_does_exactly_what_its_schedule_says() {
+    // The schedule first: it must cover every flow and both key methods.
+    let spec = FleetSpec {
+        seed: SEED,
+        devices: DEVICES,
+        days: DAYS,
+        profile_mix: "tiny".parse::<ProfileMix>().unwrap(),
+        scenario_mix: ScenarioMix::lifecycle(),
+    };
+    let plans = device_sim::fleet::schedule(&spec);
+    let expected = device_sim::fleet::expected(&plans);
+    for flow in Flow::ALL {
+        assert!(
+            expected.flows[flow.name()] > 0,
+            "no {} scheduled",
+            flow.name()
+        );
+    }
+    let scheduled = |method: Method, matches: &dyn Fn(&Action) -> bool| {
+        plans
+            .iter()
+            .any(|p| p.method == method && p.events.iter().any(|e| matches(&e.action)))
+    };
+    for method in [Method::Key, Method::Password] {
+        assert!(scheduled(method, &|a| matches!(
+            a,
+            Action::LosePhone { .. }
+        )));
+        assert!(scheduled(method, &|a| *a == Action::RotateKey));
+        assert!(scheduled(method, &|a| *a == Action::Disable));
+    }
+    for proof in [ChangeProof::OldPassword, ChangeProof::Key] {
+        assert!(scheduled(Method::Password, &|a| matches!(
+            a,
+            Action::ChangePassword { proof: p, .. } if *p == proof
+        )));
+    }
+    assert!(expected.typos > 0, "no mistyped password scheduled");
+
+    let stack = Stack::start().await.unwrap();
+    let report_dir = stack.dir().join("fleet-report");
+    let started = Instant::now();
+    let output = Command::new(bin("device-sim"))
+        .args([
+            "fleet",
+            "--profile-mix",
+            "tiny",
+            "--scenario-mix",
+            "lifecycle",
+        ])
+        .args([
+            "--devices",
+            &DEVICES.to_string(),
+            "--days",
+            &DAYS.to_string(),
+        ])
+        .args(["--seed", &SEED.to_string(), "--concurrency", "8"])
+        .arg("--insecure-fast-ksf")
+        .arg("--report-dir")
+        .arg(&report_dir)
+        .env("KEY_VAULT_ENDPOINT", stack.vault_endpoint())
+        .env("KEY_VAULT_FINGERPRINT", stack.vault_fingerprint())
+        .env("BLOB_GATEWAY_ENDPOINT", stack.gateway_endpoint())
+        .env("E2EB_TOKEN_KEY_FILE", stack.dir().join("token-signing.key"))
+        .env("DEVICE_SIM_WORK_DIR", stack.dir().join("sim"))
+        .output()
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("every operation matches the schedule"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("report.html"), "{stdout}");
+    println!("{stdout}fleet run took {secs:.1} s");
+
+    let report = device_sim::fleet::read_report(&report_dir.join("report.json")).unwrap();
+    assert_eq!(stats::counts(&report), expected.flows, "{stdout}");
+    assert_eq!(
+        report.expected, expected,
+        "the simulator ran another schedule"
+    );
+    assert_eq!(report.failures, 0, "{:?}", report.errors);
+    assert_eq!(report.skipped_events, 0);
+    assert!(report.matches_schedule);
+    assert_eq!(report.restores.count, expected.restores);
+    assert_eq!(report.restores.verified, expected.restores);
+    assert_eq!(report.restores.mismatched, 0);
+    assert_eq!(report.max_guesses, MAX_GUESSES);
+    assert_eq!(report.vault.lockouts, expected.lockouts);
+    assert_eq!(
+        report.vault.wrong_guesses,
+        expected.typos + expected.lockouts * MAX_GUESSES as u64
+    );
+    // Daily backups send about what changed, not the whole phone.
+    let daily = report
+        .flows
+        .iter()
+        .find(|f| f.flow == Flow::BackupIncremental)
+        .unwrap();
+    let ratio = daily.upload_per_changed.unwrap();
+    assert!(
+        ratio < 2.0,
+        "daily backups uploaded {ratio:.2}× what changed"
+    );
+
+    let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("Latency distribution"));
+}
