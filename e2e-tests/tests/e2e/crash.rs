@@ -86,3 +86,44 @@ async fn a_gateway_killed_at_any_step_leaves_a_whole_generation() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_restore_resumes_without_fetching_verified_chunks_again() {
+    let mut stack = Stack::start().await.unwrap();
+    let phone_dir = small_phone(stack.dir(), 22);
+    let gateway = stack.client(ALICE);
+    let key = RootKey::generate();
+    let backup = back_up(&gateway, ALICE, &key, &phone_dir).await.unwrap();
+    assert!(
+        backup.chunks > 10,
+        "enough chunks to interrupt: {}",
+        backup.chunks
+    );
+
+    // The gateway dies after serving 5 chunks.
+    stack.kill("blob-gateway");
+    stack.gateway_env = vec![("BLOB_GATEWAY_FAILPOINT".into(), "get-chunk:after-5".into())];
+    stack.start_gateway().await.unwrap();
+    let target = stack.dir().join("restored");
+    let error = restore(&gateway, ALICE, &key, &target).await.unwrap_err();
+    assert!(
+        matches!(&error, backup_client::RestoreError::Gateway(e) if e.is_retryable()),
+        "{error:?}"
+    );
+    assert!(
+        !target.exists(),
+        "nothing is in place before every file verified"
+    );
+
+    stack.kill("blob-gateway");
+    stack.gateway_env.clear();
+    stack.start_gateway().await.unwrap();
+    let resumed = restore(&gateway, ALICE, &key, &target).await.unwrap();
+    assert!(phone::diff_trees(&phone_dir, &target).unwrap().is_empty());
+    assert!(
+        resumed.downloaded_chunks < backup.chunks,
+        "the resumed restore fetched {} of {} chunks",
+        resumed.downloaded_chunks,
+        backup.chunks
+    );
+}

@@ -9,18 +9,25 @@
 //! | `commit:after-manifest` | the new manifest is PUT; the commit record is not |
 //! | `commit:after-record` | the commit record is PUT (committed); no garbage deleted yet |
 //! | `commit:mid-gc` | the first garbage object of a commit is deleted; the rest are not |
+//! | `get-chunk:after-5` | 5 chunk downloads were served; the 6th aborts (an interrupted restore) |
 //!
 //! Unset (the default) every [`hit`] is one load of an unset `OnceLock`.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Every failpoint the gateway has.
-pub const NAMES: [&str; 4] = [
+pub const NAMES: [&str; 5] = [
     "put-chunk:after-store",
     "commit:after-manifest",
     "commit:after-record",
     "commit:mid-gc",
+    "get-chunk:after-5",
 ];
+
+/// How many times a counted failpoint lets the step pass before aborting.
+const COUNTED_PASSES: u32 = 5;
+static PASSES: AtomicU32 = AtomicU32::new(0);
 
 static ARMED: OnceLock<&'static str> = OnceLock::new();
 
@@ -53,6 +60,15 @@ pub fn hit(name: &'static str) {
     }
 }
 
+/// Aborts the process the 6th time `name` is reached, if it is armed.
+pub fn hit_after_passes(name: &'static str) {
+    debug_assert!(NAMES.contains(&name), "unknown failpoint {name}");
+    if ARMED.get() == Some(&name) && PASSES.fetch_add(1, Ordering::SeqCst) >= COUNTED_PASSES {
+        tracing::warn!(failpoint = name, "failpoint reached: aborting");
+        std::process::abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +80,7 @@ mod tests {
             "commit:after-manifest",
             "commit:after-record",
             "commit:mid-gc",
+            "get-chunk:after-5",
         ] {
             assert_eq!(parse(name), Ok(name));
         }

@@ -149,6 +149,7 @@ impl BlobGateway for Gateway {
     ) -> Result<Response<Self::GetChunkStream>, Status> {
         let account = traced(account(&request))?;
         let id = ChunkId::parse(&request.into_inner().chunk_id)?;
+        crate::failpoint::hit_after_passes("get-chunk:after-5");
         let body = chunks::get(&self.store, &account, &id).await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(download::pump(body, tx, |data| GetChunkResponse { data }));
