@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use prost::Message;
 
 const PROTOS: &[&str] = &[
-    "e2ebackup/storage/v1/storage.proto",
     "e2ebackup/storage/v2/storage.proto",
-    "e2ebackup/backup/v1/manifest.proto",
     "e2ebackup/backup/v2/manifest.proto",
     "e2ebackup/vault/v1/vault.proto",
 ];

@@ -6,19 +6,12 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 
 pub mod storage {
-    pub mod v1 {
-        tonic::include_proto!("e2ebackup.storage.v1");
-    }
     pub mod v2 {
         tonic::include_proto!("e2ebackup.storage.v2");
     }
 }
 
 pub mod backup {
-    pub mod v1 {
-        tonic::include_proto!("e2ebackup.backup.v1");
-    }
-
     pub mod v2 {
         tonic::include_proto!("e2ebackup.backup.v2");
     }

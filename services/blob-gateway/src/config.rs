@@ -71,9 +71,6 @@ pub struct Limits {
     /// Largest gRPC message the gateway accepts, in bytes.
     #[arg(long, env = "BLOB_GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
-    /// Largest blob the gateway stores, in bytes.
-    #[arg(long, env = "BLOB_GATEWAY_MAX_BLOB_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
-    pub max_blob_bytes: u64,
     /// Bytes per S3 multipart part; blobs larger than this use multipart uploads.
     #[arg(long, env = "BLOB_GATEWAY_PART_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub part_bytes: usize,
@@ -100,10 +97,10 @@ pub struct Limits {
 const COMMIT_ID_WIRE_BYTES: usize = 66;
 
 impl Limits {
-    /// The largest v2 message: at least the general message limit, and
+    /// The largest message: at least the general message limit, and
     /// large enough for a commit that carries the largest manifest and the
     /// most chunk ids (a commit is one message, as is a manifest download).
-    pub fn v2_message_limit(&self) -> usize {
+    pub fn message_limit(&self) -> usize {
         let commit = usize::try_from(self.max_manifest_bytes)
             .unwrap_or(usize::MAX)
             .saturating_add(self.max_commit_chunks.saturating_mul(COMMIT_ID_WIRE_BYTES))
@@ -117,7 +114,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_v2_message_limit_fits_the_largest_commit() {
+    fn the_message_limit_fits_the_largest_commit() {
         let config = Config::try_parse_from(["blob-gateway"]).expect("defaults parse");
         let limits = &config.limits;
         let ids = vec!["ab".repeat(32); limits.max_commit_chunks];
@@ -127,8 +124,8 @@ mod tests {
             chunk_ids: ids,
         };
         let size = prost::Message::encoded_len(&request);
-        assert!(size <= limits.v2_message_limit(), "{size}");
-        assert!(limits.v2_message_limit() >= limits.max_message_bytes);
+        assert!(size <= limits.message_limit(), "{size}");
+        assert!(limits.message_limit() >= limits.max_message_bytes);
     }
 
     #[test]

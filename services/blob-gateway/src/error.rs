@@ -9,24 +9,10 @@ use crate::store::StoreError;
 pub enum ServiceError {
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("blob of {size} bytes exceeds the gateway's limit of {limit} bytes")]
-    BlobTooLarge { size: u64, limit: u64 },
     #[error("upload declared {declared} bytes but sent {received}")]
     SizeMismatch { declared: u64, received: u64 },
     #[error("this account has no committed backup")]
     NoBackup,
-    #[error("backup {0} is not the committed backup (it was replaced or never committed)")]
-    NotCommitted(String),
-    #[error("blob {0} does not exist in the committed backup")]
-    BlobNotFound(String),
-    #[error("backup {0} is committed and cannot be changed; stage a new backup id")]
-    CommittedIsReadOnly(String),
-    #[error("backup {0} has no blobs; upload before committing")]
-    EmptyBackup(String),
-    #[error(
-        "commit conflict: the client expected to replace {expected:?} but the committed backup is {actual:?}; re-read and retry"
-    )]
-    Conflict { expected: String, actual: String },
     #[error("chunk of {size} bytes exceeds the gateway's limit of {limit} bytes")]
     ChunkTooLarge { size: u64, limit: u64 },
     #[error("manifest of {size} bytes exceeds the gateway's limit of {limit} bytes")]
@@ -78,20 +64,15 @@ impl From<ServiceError> for Status {
             ServiceError::InvalidArgument(_)
             | ServiceError::SizeMismatch { .. }
             | ServiceError::TooManyIds { .. } => Status::invalid_argument(message),
-            ServiceError::BlobTooLarge { .. }
-            | ServiceError::ChunkTooLarge { .. }
+            ServiceError::ChunkTooLarge { .. }
             | ServiceError::ManifestTooLarge { .. }
             | ServiceError::QuotaExceeded { .. } => Status::resource_exhausted(message),
             ServiceError::NoBackup
-            | ServiceError::NotCommitted(_)
-            | ServiceError::BlobNotFound(_)
             | ServiceError::ChunkNotFound(_)
             | ServiceError::GenerationNotCommitted { .. } => Status::not_found(message),
-            ServiceError::CommittedIsReadOnly(_)
-            | ServiceError::EmptyBackup(_)
-            | ServiceError::Conflict { .. }
-            | ServiceError::GenerationConflict { .. }
-            | ServiceError::MissingChunks { .. } => Status::failed_precondition(message),
+            ServiceError::GenerationConflict { .. } | ServiceError::MissingChunks { .. } => {
+                Status::failed_precondition(message)
+            }
             ServiceError::Storage(StoreError::Unavailable(_)) => {
                 Status::unavailable("object storage is unreachable; retry later")
             }

@@ -1,22 +1,17 @@
 //! The blob gateway: the cloud-storage stand-in (Google Drive / iCloud in
-//! WhatsApp's design). It authenticates accounts by token, streams
-//! client-encrypted blobs to S3-compatible storage under a per-account
-//! prefix, and keeps exactly one committed backup per account: a commit
-//! atomically replaces the previous backup, whose blobs are deleted only
-//! afterwards. It never sees a key or plaintext.
-//!
-//! Two services share the binary while clients move over: v1
-//! ([`service`]: whole backups of named blobs) and v2 ([`v2`]: content-
-//! addressed chunks and generations, with garbage collection after every
-//! commit and an orphan sweep at start).
+//! WhatsApp's design). It authenticates accounts by token, stores
+//! client-encrypted chunks and manifests in S3-compatible storage under a
+//! per-account prefix, and keeps exactly one committed generation per
+//! account (`e2ebackup.storage.v2`, in [`v2`]): a commit atomically replaces
+//! the previous generation, whose chunks are deleted only afterwards, and an
+//! orphan sweep at start cleans what crashes left. It never sees a key or
+//! plaintext.
 
 pub mod config;
 pub mod download;
 pub mod error;
 pub mod failpoint;
-pub mod layout;
 pub mod locks;
-pub mod service;
 pub mod store;
 pub mod v2;
 
@@ -25,8 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use account_token::SigningKey;
-use e2eb_proto::storage::v1::blob_gateway_server::BlobGatewayServer;
-use e2eb_proto::storage::v2::blob_gateway_server::BlobGatewayServer as BlobGatewayV2Server;
+use e2eb_proto::storage::v2::blob_gateway_server::BlobGatewayServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -36,9 +30,8 @@ use crate::config::Config;
 use crate::locks::CommitLocks;
 use crate::store::Store;
 
-/// The gRPC service names, as health checks know them.
-pub const SERVICE_NAME: &str = "e2ebackup.storage.v1.BlobGateway";
-pub const SERVICE_NAME_V2: &str = "e2ebackup.storage.v2.BlobGateway";
+/// The gRPC service name, as health checks know it.
+pub const SERVICE_NAME: &str = "e2ebackup.storage.v2.BlobGateway";
 
 /// Binds `config.listen` and runs the gateway until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -61,11 +54,10 @@ pub async fn serve(
     let key = SigningKey::load_or_create(&config.token_key_file)?;
     let store = Store::new(&config.s3, config.limits.part_bytes);
     let locks = Arc::new(CommitLocks::default());
-    let gateway = service::Gateway::new(store.clone(), config.limits.clone(), locks.clone());
-    let gateway_v2 = v2::service::Gateway::new(store.clone(), config.limits.clone(), locks.clone());
+    let gateway = v2::service::Gateway::new(store.clone(), config.limits.clone(), locks.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in ["", SERVICE_NAME, SERVICE_NAME_V2] {
+    for name in ["", SERVICE_NAME] {
         health
             .set_service_status(name, ServingStatus::NotServing)
             .await;
@@ -86,7 +78,7 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         info!(%endpoint, "object storage ready");
-        for name in ["", SERVICE_NAME, SERVICE_NAME_V2] {
+        for name in ["", SERVICE_NAME] {
             health
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
@@ -99,19 +91,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let authenticator = account_token::grpc::Authenticator::new(key);
-    let max_message = config.limits.max_message_bytes;
+    // A commit and a manifest download are single messages.
+    let max_message = config.limits.message_limit();
     let gateway = BlobGatewayServer::new(gateway)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let gateway =
-        tonic::service::interceptor::InterceptedService::new(gateway, authenticator.clone());
-    // A v2 commit and a manifest download are single messages.
-    let max_message_v2 = config.limits.v2_message_limit();
-    let gateway_v2 = BlobGatewayV2Server::new(gateway_v2)
-        .max_decoding_message_size(max_message_v2)
-        .max_encoding_message_size(max_message_v2);
-    let gateway_v2 =
-        tonic::service::interceptor::InterceptedService::new(gateway_v2, authenticator);
+    let gateway = tonic::service::interceptor::InterceptedService::new(gateway, authenticator);
 
     info!(listen = %listener.local_addr()?, "blob-gateway listening");
     tonic::transport::Server::builder()
@@ -121,7 +106,6 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(gateway)
-        .add_service(gateway_v2)
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY, Nagle plus delayed ACKs stall every
             // small response by ~40 ms.

@@ -21,7 +21,6 @@ use tracing::{debug, info, instrument};
 use crate::config::Limits;
 use crate::download;
 use crate::error::ServiceError;
-use crate::layout as v1_layout;
 use crate::locks::CommitLocks;
 use crate::store::{Store, StoreError};
 use crate::v2::layout::{self, ChunkId};
@@ -68,24 +67,18 @@ impl Gateway {
         Ok(manifest.to_vec())
     }
 
-    /// Deletes everything of the account, v1 objects included. The commit
-    /// records go first, so no half-deleted backup is ever presented as
-    /// committed.
+    /// Deletes everything of the account. The commit record goes first, so
+    /// no half-deleted backup is ever presented as committed.
     async fn delete(&self, account: &AccountId) -> Result<u64, ServiceError> {
         let _guard = self.locks.lock(account).await;
         let objects = self.store.list(&layout::account_prefix(account)).await?;
-        let records = [
-            layout::record_key(account),
-            v1_layout::commit_record(account),
-        ];
-        for key in &records {
-            self.store.delete(key).await?;
-        }
+        let record = layout::record_key(account);
+        self.store.delete(&record).await?;
         let count = objects.len() as u64;
         let rest = objects
             .into_iter()
             .map(|object| object.key)
-            .filter(|key| !records.contains(key))
+            .filter(|key| *key != record)
             .collect();
         self.store.delete_all(rest).await?;
         Ok(count)

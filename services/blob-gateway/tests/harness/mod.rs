@@ -95,7 +95,7 @@ impl Harness {
         }));
         health_probe::wait_serving(
             &endpoint,
-            blob_gateway::SERVICE_NAME_V2,
+            blob_gateway::SERVICE_NAME,
             Duration::from_secs(10),
         )
         .await
