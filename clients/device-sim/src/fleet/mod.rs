@@ -39,9 +39,9 @@ pub struct FleetArgs {
     #[arg(long, default_value = "default")]
     pub profile_mix: ProfileMix,
     /// Scenarios: `lifecycle` (every event, often), `idle-heavy` (nine in
-    /// ten phones idle after their first backup), or weights like
-    /// `steady=5,lose-phone=1` (steady, idle, change-password, rotate-key,
-    /// lose-phone, forget-password, disable).
+    /// ten phones dormant: enabled, never backing up), or weights like
+    /// `steady=5,lose-phone=1` (steady, idle, dormant, change-password,
+    /// rotate-key, lose-phone, forget-password, disable).
     #[arg(long, default_value = "lifecycle")]
     pub scenario_mix: ScenarioMix,
     /// Where report.json and report.html go.

@@ -146,6 +146,8 @@ fn flow_table(report: &FleetReport) -> String {
             .unwrap_or(0);
         let dash = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.2}"));
         let size = |n: u64| if n == 0 { "–".to_string() } else { bytes(n) };
+        let ran = f.count > f.failures;
+        let latency = |ms: f64| if ran { millis(ms) } else { "–".to_string() };
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td><td>{}</td>\
@@ -156,10 +158,10 @@ fn flow_table(report: &FleetReport) -> String {
             if f.failures > 0 { " class=\"err\"" } else { "" },
             f.failures,
             f.expected_refusals,
-            millis(f.p50_ms),
-            millis(f.p95_ms),
-            millis(f.p99_ms),
-            millis(f.max_ms),
+            latency(f.p50_ms),
+            latency(f.p95_ms),
+            latency(f.p99_ms),
+            latency(f.max_ms),
             dash(f.mib_per_sec),
             size(f.bytes_moved),
             size(f.bytes_uploaded),

@@ -82,6 +82,8 @@ pub fn render(report: &FleetReport) -> String {
             v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
         };
         let byte_column = |n: u64| if n == 0 { "-".to_string() } else { bytes(n) };
+        let ran = f.count > f.failures;
+        let latency = |ms: f64| if ran { millis(ms) } else { "-".to_string() };
         let _ = writeln!(
             out,
             "{:<19} {:>6} {:>5} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>10} {:>6}",
@@ -89,10 +91,10 @@ pub fn render(report: &FleetReport) -> String {
             count,
             f.failures,
             f.expected_refusals,
-            millis(f.p50_ms),
-            millis(f.p95_ms),
-            millis(f.p99_ms),
-            millis(f.max_ms),
+            latency(f.p50_ms),
+            latency(f.p95_ms),
+            latency(f.p99_ms),
+            latency(f.max_ms),
             optional(f.mib_per_sec, 2),
             byte_column(f.bytes_moved),
             byte_column(f.bytes_uploaded),

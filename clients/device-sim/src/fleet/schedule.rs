@@ -9,7 +9,7 @@
 //!   shuffled over the indices; so a mix with a 2 % weight still shows up
 //!   in a fleet of 50;
 //! - day 0: every phone enables backups (with a 64-digit key or a password)
-//!   and makes its full backup;
+//!   and, unless dormant, makes its full backup;
 //! - days 1..=D: a phone has chat activity and an incremental backup with
 //!   its profile's daily chance (idle phones never do);
 //! - the scenario's one special event (password change, key rotation, lost
@@ -109,6 +109,9 @@ pub enum Scenario {
     Steady,
     /// Enables backups, makes the full backup, then does nothing.
     Idle,
+    /// Enables backups and waits (for Wi-Fi, say) the whole run: its data
+    /// waits on disk, it never backs up.
+    Dormant,
     /// Changes the password (password phones only).
     ChangePassword,
     RotateKey,
@@ -120,9 +123,10 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Steady,
         Scenario::Idle,
+        Scenario::Dormant,
         Scenario::ChangePassword,
         Scenario::RotateKey,
         Scenario::LosePhone,
@@ -158,6 +162,7 @@ impl Named for Scenario {
         match self {
             Scenario::Steady => "steady",
             Scenario::Idle => "idle",
+            Scenario::Dormant => "dormant",
             Scenario::ChangePassword => "change-password",
             Scenario::RotateKey => "rotate-key",
             Scenario::LosePhone => "lose-phone",
@@ -200,16 +205,18 @@ impl ScenarioMix {
         ])
     }
 
-    /// Nine in ten phones idle after their first backup.
+    /// Nine in ten phones enabled but dormant, most of the rest idle after
+    /// their first backup, a few living through everything.
     pub fn idle_heavy() -> Self {
         Mix(vec![
-            (Scenario::Idle, 900),
-            (Scenario::Steady, 40),
-            (Scenario::ChangePassword, 10),
-            (Scenario::RotateKey, 10),
-            (Scenario::LosePhone, 20),
-            (Scenario::ForgetPassword, 10),
-            (Scenario::Disable, 10),
+            (Scenario::Dormant, 900),
+            (Scenario::Idle, 40),
+            (Scenario::Steady, 20),
+            (Scenario::ChangePassword, 8),
+            (Scenario::RotateKey, 8),
+            (Scenario::LosePhone, 12),
+            (Scenario::ForgetPassword, 6),
+            (Scenario::Disable, 6),
         ])
     }
 }
@@ -487,7 +494,7 @@ fn plan_phone(
         Method::Key
     };
     let special = match scenario {
-        Scenario::Steady | Scenario::Idle => None,
+        Scenario::Steady | Scenario::Idle | Scenario::Dormant => None,
         Scenario::ChangePassword => Some(if variant_coin {
             Action::ChangePassword {
                 proof: ChangeProof::OldPassword,
@@ -507,16 +514,25 @@ fn plan_phone(
         Scenario::Disable => Some(Action::Disable),
     };
 
-    let mut events = vec![
-        Event {
-            day: 0,
-            action: Action::Enable { method },
-        },
-        Event {
-            day: 0,
-            action: Action::BackupFull,
-        },
-    ];
+    let mut events = vec![Event {
+        day: 0,
+        action: Action::Enable { method },
+    }];
+    if scenario == Scenario::Dormant {
+        return PhonePlan {
+            index,
+            account: account_name(spec.seed, index),
+            data_seed,
+            profile,
+            method,
+            scenario,
+            events,
+        };
+    }
+    events.push(Event {
+        day: 0,
+        action: Action::BackupFull,
+    });
     for day in 0..=spec.days {
         if day > 0 && scenario != Scenario::Idle && active[day as usize - 1] {
             events.push(Event {
@@ -692,6 +708,10 @@ mod tests {
         for plan in &plans {
             assert_eq!(plan.events[0].day, 0);
             assert!(matches!(plan.events[0].action, Action::Enable { .. }));
+            if plan.scenario == Scenario::Dormant {
+                assert_eq!(plan.events.len(), 1);
+                continue;
+            }
             assert_eq!(plan.events[1].action, Action::BackupFull);
             assert!(plan.events.windows(2).all(|w| w[0].day <= w[1].day));
             if let Some(at) = plan.events.iter().position(|e| e.action == Action::Disable) {
@@ -707,6 +727,16 @@ mod tests {
                 assert_eq!(plan.method, Method::Password);
             }
         }
+    }
+
+    #[test]
+    fn an_idle_heavy_fleet_is_mostly_dormant() {
+        let mut spec = spec(9, 10_000, 0);
+        spec.scenario_mix = ScenarioMix::idle_heavy();
+        let expected = expected(&schedule(&spec));
+        assert_eq!(expected.scenarios["dormant"], 9000);
+        assert_eq!(expected.flows["enable"], 10_000);
+        assert_eq!(expected.flows["backup_full"], 1000);
     }
 
     #[test]
