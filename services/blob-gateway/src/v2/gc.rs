@@ -233,6 +233,8 @@ mod tests {
             manifest_size: 1,
             stored_bytes: 1,
             chunk_ids: ids.iter().map(|d| d.to_string().repeat(64)).collect(),
+            chunk_sizes: Vec::new(),
+            clean: false,
         }
     }
 

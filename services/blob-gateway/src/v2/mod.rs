@@ -10,3 +10,4 @@ pub mod gc;
 pub mod layout;
 pub mod record;
 pub mod service;
+pub mod uploads;

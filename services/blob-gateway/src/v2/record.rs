@@ -22,6 +22,27 @@ pub struct CommitRecord {
     pub stored_bytes: u64,
     /// Every chunk the generation references, each once.
     pub chunk_ids: Vec<String>,
+    /// Sealed size of each chunk in `chunk_ids`, in the same order.
+    #[serde(default)]
+    pub chunk_sizes: Vec<u64>,
+    /// Whether the clean-up after this commit finished: then the account
+    /// holds exactly this generation plus chunks uploaded since, and the
+    /// next commit can work from this record instead of listing.
+    #[serde(default)]
+    pub clean: bool,
+}
+
+impl CommitRecord {
+    /// The chunk sizes by id, when the record has them.
+    pub fn sizes(&self) -> Option<std::collections::HashMap<&str, u64>> {
+        (self.chunk_sizes.len() == self.chunk_ids.len()).then(|| {
+            self.chunk_ids
+                .iter()
+                .map(String::as_str)
+                .zip(self.chunk_sizes.iter().copied())
+                .collect()
+        })
+    }
 }
 
 /// The account's commit record, or `None` when it has no v2 backup.

@@ -24,12 +24,14 @@ use crate::error::ServiceError;
 use crate::locks::CommitLocks;
 use crate::store::{Store, StoreError};
 use crate::v2::layout::{self, ChunkId};
+use crate::v2::uploads::Uploads;
 use crate::v2::{chunks, commit, record};
 
 pub struct Gateway {
     store: Store,
     limits: Limits,
     locks: Arc<CommitLocks>,
+    uploads: Uploads,
 }
 
 impl Gateway {
@@ -38,6 +40,7 @@ impl Gateway {
             store,
             limits,
             locks,
+            uploads: Uploads::default(),
         }
     }
 
@@ -71,6 +74,7 @@ impl Gateway {
     /// no half-deleted backup is ever presented as committed.
     async fn delete(&self, account: &AccountId) -> Result<u64, ServiceError> {
         let _guard = self.locks.lock(account).await;
+        self.uploads.forget(account);
         let objects = self.store.list(&layout::account_prefix(account)).await?;
         let record = layout::record_key(account);
         self.store.delete(&record).await?;
@@ -129,6 +133,9 @@ impl BlobGateway for Gateway {
         let account = traced(account(&request))?;
         let (id, stored) =
             chunks::put(&self.store, &self.limits, &account, request.into_inner()).await?;
+        // Also a chunk that was already there: it may be an orphan the next
+        // commit should see.
+        self.uploads.record(&account, id.as_str());
         debug!(chunk_id = id.as_str(), stored, "chunk received");
         Ok(Response::new(PutChunkResponse { stored }))
     }
@@ -158,11 +165,18 @@ impl BlobGateway for Gateway {
         let request = request.into_inner();
         let expected_generation = request.expected_generation;
         let chunk_count = request.chunk_ids.len();
-        let committed = commit::commit(&self.store, &self.limits, &self.locks, &account, request)
-            .await
-            .inspect_err(|error| {
-                info!(expected_generation, chunk_count, %error, "commit refused");
-            })?;
+        let committed = commit::commit(
+            &self.store,
+            &self.limits,
+            &self.locks,
+            &self.uploads,
+            &account,
+            request,
+        )
+        .await
+        .inspect_err(|error| {
+            info!(expected_generation, chunk_count, %error, "commit refused");
+        })?;
         info!(
             generation = committed.generation,
             chunk_count,
