@@ -12,6 +12,9 @@
 //! - **After a commit** everything unreferenced that the pre-commit listing
 //!   saw is deleted, also chunks uploaded for a racing commit from the same
 //!   starting generation (that commit will be refused as a conflict anyway).
+//!   A commit that follows a clean one does not list: its garbage is the
+//!   previous generation's unreferenced chunks plus the uploads tracked since
+//!   (see `commit` and `uploads`).
 //! - **The start-up sweep** deletes only garbage written *before* the commit
 //!   record, comparing the object store's own `LastModified` times (one
 //!   clock, not the gateway's). Chunks written at or after the record may
