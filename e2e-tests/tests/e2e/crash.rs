@@ -64,8 +64,21 @@ async fn a_gateway_killed_at_any_step_leaves_a_whole_generation() {
             "{failpoint}: restored neither the old nor the expected generation"
         );
 
-        // The next backup completes and cleans up what the crash left.
+        // The next backup completes and cleans up what the crash left; after
+        // an interrupted upload it does not send the stored chunks again.
         let report = back_up(&gateway, ALICE, &key, &phone_dir).await.unwrap();
+        if failpoint == "put-chunk:after-store" {
+            let before_ids = all_chunk_ids(&key, &before);
+            let new_chunks = all_chunk_ids(&key, &phone_dir)
+                .into_iter()
+                .filter(|id| !before_ids.contains(id))
+                .count();
+            assert!(
+                report.uploaded_chunks < new_chunks,
+                "resumed backup sent {} of {new_chunks} new chunks",
+                report.uploaded_chunks
+            );
+        }
         let mut expected_keys: Vec<String> = all_chunk_ids(&key, &phone_dir)
             .into_iter()
             .map(|id| format!("accounts/{ALICE}/chunks/{id}"))
