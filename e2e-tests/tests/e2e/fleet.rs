@@ -126,3 +126,55 @@ async fn a_fleet_of_sixty_phones_does_exactly_what_its_schedule_says() {
     let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Latency distribution"));
 }
+
+/// Phones larger than the test stack's 2 MiB quota cannot back up: the
+/// fleet reports each failure, skips what those phones would have done
+/// next, and exits non-zero.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_whose_backups_fail_says_so_and_exits_non_zero() {
+    let stack = Stack::start().await.unwrap();
+    let report_dir = stack.dir().join("fleet-report");
+    let output = Command::new(bin("device-sim"))
+        .args([
+            "fleet",
+            "--profile-mix",
+            "heavy",
+            "--scenario-mix",
+            "steady",
+        ])
+        .args(["--devices", "3", "--days", "2", "--seed", "5"])
+        .arg("--insecure-fast-ksf")
+        .arg("--report-dir")
+        .arg(&report_dir)
+        .env("KEY_VAULT_ENDPOINT", stack.vault_endpoint())
+        .env("KEY_VAULT_FINGERPRINT", stack.vault_fingerprint())
+        .env("BLOB_GATEWAY_ENDPOINT", stack.gateway_endpoint())
+        .env("E2EB_TOKEN_KEY_FILE", stack.dir().join("token-signing.key"))
+        .env("DEVICE_SIM_WORK_DIR", stack.dir().join("sim"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAILED: 3 operations failed"), "{stdout}");
+
+    let report = device_sim::fleet::read_report(&report_dir.join("report.json")).unwrap();
+    assert!(!report.matches_schedule);
+    assert_eq!(report.failures, 3);
+    let full = report
+        .flows
+        .iter()
+        .find(|f| f.flow == Flow::BackupFull)
+        .unwrap();
+    assert_eq!((full.count, full.failures), (3, 3));
+    assert_eq!(
+        report.skipped_events, report.expected.flows["backup_incremental"],
+        "a failed phone does nothing more"
+    );
+    assert!(
+        report.errors.iter().all(|e| e.error.contains("quota")),
+        "{:?}",
+        report.errors
+    );
+    let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Failures</h2>"));
+}

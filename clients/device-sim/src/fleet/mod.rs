@@ -150,6 +150,7 @@ mod tests {
             wall_secs: 4.0,
             max_guesses,
             skipped_events: 0,
+            day_starts_secs: vec![0.0, 1.0, 2.0, 3.0],
         };
         (spec, outcome)
     }
@@ -172,6 +173,11 @@ mod tests {
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.ends_with("</html>\n"));
         let flows_with_ops = report.flows.iter().filter(|f| f.count > 0).count();
+        assert_eq!(
+            html.matches(">day ").count(),
+            2 * 4,
+            "day marks on both charts"
+        );
         // One histogram per flow that ran, two throughput charts.
         assert_eq!(html.matches("<svg ").count(), flows_with_ops + 2);
         assert_eq!(

@@ -55,9 +55,11 @@ pub fn render(report: &FleetReport) -> String {
     let series = |f: fn(&super::stats::Bucket) -> f64| -> Vec<(f64, f64)> {
         buckets.iter().map(|b| (b.start_secs, f(b))).collect()
     };
+    let days = &report.timeline.day_starts_secs;
     html.push_str(&line_chart(
         "sealed MiB/s moved",
         &[("MiB/s", series(|b| b.mib_per_sec))],
+        days,
     ));
     html.push_str(&line_chart(
         "operations and backups per second",
@@ -65,6 +67,7 @@ pub fn render(report: &FleetReport) -> String {
             ("operations/s", series(|b| b.ops_per_sec)),
             ("backups/s", series(|b| b.backups_per_sec)),
         ],
+        days,
     ));
     html.push_str("</div>\n");
     if !report.errors.is_empty() {
@@ -269,8 +272,9 @@ fn histogram(flow: &FlowStats, edges: &[f64]) -> String {
     svg
 }
 
-/// Lines over time (x in seconds from the start), one colour per series.
-fn line_chart(title: &str, series: &[(&str, Vec<(f64, f64)>)]) -> String {
+/// Lines over time (x in seconds from the start), one colour per series,
+/// with a dashed mark where each simulated day began.
+fn line_chart(title: &str, series: &[(&str, Vec<(f64, f64)>)], day_starts: &[f64]) -> String {
     let (w, h, left, bottom, top) = (920.0, 240.0, 48.0, 30.0, 30.0);
     let plot_w = w - left - 12.0;
     let plot_h = h - bottom - top;
@@ -307,6 +311,17 @@ fn line_chart(title: &str, series: &[(&str, Vec<(f64, f64)>)]) -> String {
             x_of(value),
             h - 12.0,
             short(value)
+        );
+    }
+    for (day, &start) in day_starts.iter().enumerate() {
+        let x = x_of(start.min(x_max));
+        let _ = write!(
+            svg,
+            "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#9aa1ad\" \
+             stroke-dasharray=\"4 3\"/><text x=\"{:.1}\" y=\"{:.1}\">day {day}</text>",
+            top + plot_h,
+            x + 3.0,
+            top + 10.0
         );
     }
     for (i, (name, points)) in series.iter().enumerate() {

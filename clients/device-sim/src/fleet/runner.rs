@@ -43,6 +43,8 @@ pub struct FleetOutcome {
     pub max_guesses: u32,
     /// Events not run because their phone had stopped on an error.
     pub skipped_events: u64,
+    /// Seconds from the start at which each simulated day began.
+    pub day_starts_secs: Vec<f64>,
 }
 
 impl FleetRun {
@@ -79,7 +81,9 @@ impl FleetRun {
             plans.iter().map(|_| Some(PhoneState::default())).collect();
         let mut samples = Vec::new();
         let mut skipped_events = 0;
+        let mut day_starts_secs = Vec::new();
         for day in 0..=self.spec.days {
+            day_starts_secs.push(shared.started.elapsed().as_secs_f64());
             bar.set_message(format!("day {day}/{}", self.spec.days));
             let mut turns = JoinSet::new();
             for plan in plans.iter() {
@@ -124,6 +128,7 @@ impl FleetRun {
             wall_secs,
             max_guesses,
             skipped_events,
+            day_starts_secs,
         })
     }
 
@@ -175,7 +180,7 @@ fn progress_bar(wanted: bool, events: u64) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(events), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(
-            "{msg:>10} [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec}, eta {eta})",
+            "{msg:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} events, eta {eta}",
         )
         .expect("the template is valid"),
     );

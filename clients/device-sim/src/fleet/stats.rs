@@ -110,6 +110,9 @@ pub struct ErrorLine {
 pub struct Timeline {
     pub bucket_secs: f64,
     pub buckets: Vec<Bucket>,
+    /// When each simulated day began (the runner finishes one day's turns
+    /// before it starts the next).
+    pub day_starts_secs: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -203,7 +206,10 @@ pub fn summarize(spec: &FleetSpec, concurrency: usize, outcome: &FleetOutcome) -
         expected,
         matches_schedule,
         latency_edges_ms: edges,
-        timeline: timeline(samples, outcome.wall_secs),
+        timeline: Timeline {
+            day_starts_secs: outcome.day_starts_secs.clone(),
+            ..timeline(samples, outcome.wall_secs)
+        },
     }
 }
 
@@ -297,6 +303,7 @@ fn timeline(samples: &[Sample], wall_secs: f64) -> Timeline {
     Timeline {
         bucket_secs,
         buckets,
+        day_starts_secs: Vec::new(),
     }
 }
 
