@@ -1,6 +1,7 @@
 //! Fleet mode: many simulated phones living through the whole backup
 //! lifecycle against the running stack, with a report people can read.
 //!
+//! - [`mix`]: phone sizes and scenarios, and their weighted mixes;
 //! - [`schedule`]: who the phones are and what happens to each on which
 //!   day, computed up front from the seed;
 //! - [`turn`]: one phone's events of one day, with the real client;
@@ -8,6 +9,7 @@
 //! - [`stats`]: the report (JSON), [`report_table`] and [`report_html`]
 //!   its two faces.
 
+pub mod mix;
 pub mod report_html;
 pub mod report_table;
 pub mod runner;
