@@ -10,6 +10,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use account_token::{AccountId, SigningKey};
@@ -63,11 +64,18 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A free loopback port outside the kernel's ephemeral range (32768 and
+/// up), so outgoing connections cannot take it between the check and the
+/// child's bind. nextest runs every test in its own process: each process
+/// draws from its own window of 20 ports, chosen by its pid, so parallel
+/// tests do not race for the same port.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let window = 20_000 + (std::process::id() % 600) as u16 * 20;
+    (0..200)
+        .map(|_| window + NEXT.fetch_add(1, Ordering::Relaxed) % 20)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port in this test's window")
 }
 
 impl Stack {

@@ -6,6 +6,7 @@
 //! | HEAD / GET of a key that is a directory on disk (key `a/b` while `a/b/c` exists) fails with 500 | 404 `NoSuchKey` |
 //! | GET reads the file 4 KiB at a time (about half the PUT rate) | GET bodies are read in 1 MiB chunks (`src/body.rs`) |
 //! | a suffix range longer than the object (`bytes=-N`, N > size) fails with 500 | served as the whole object, as RFC 9110 says |
+//! | ListObjectsV2 walks the whole bucket for every page, whatever the prefix | listings without a delimiter walk only the prefix's directory (`src/listing.rs`) |
 //!
 //! The `S3` trait gives every operation a default that answers `NotImplemented`, so the
 //! wrapper forwards, one by one, every operation `s3s-fs` implements.
@@ -19,6 +20,7 @@ use s3s_fs::FileSystem;
 use tokio::fs::File;
 
 use crate::body;
+use crate::listing;
 
 /// An S3 implementation over a directory: `s3s_fs::FileSystem` plus the fixes listed in
 /// the [module docs](self). Each bucket is a subdirectory of the root.
@@ -107,7 +109,11 @@ impl S3 for PatchedFs {
         mut req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         drop_empty_delimiter(&mut req.input.delimiter);
-        self.inner.list_objects_v2(req).await
+        if req.input.delimiter.is_some() {
+            return self.inner.list_objects_v2(req).await;
+        }
+        let output = listing::list_v2(&self.root, req.input).await?;
+        Ok(S3Response::new(output))
     }
 
     async fn head_object(

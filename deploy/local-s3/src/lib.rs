@@ -14,6 +14,7 @@
 mod body;
 mod config;
 pub mod fixes;
+mod listing;
 mod server;
 
 pub use config::Config;
