@@ -276,21 +276,14 @@ impl Stack {
 
     /// The keys the bucket holds under `prefix`, as S3 lists them.
     pub async fn list_bucket(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
-        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(self.s3_endpoint())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "e2eb-dev",
-                "e2eb-dev-secret",
-                None,
-                None,
-                "test",
-            ))
-            .force_path_style(true)
-            .build();
-        let client = aws_sdk_s3::Client::from_conf(config);
+        let client = blob_gateway::store::client(&blob_gateway::config::S3Args {
+            endpoint: self.s3_endpoint(),
+            bucket: BUCKET.into(),
+            region: "us-east-1".into(),
+            access_key: "e2eb-dev".into(),
+            secret_key: "e2eb-dev-secret".into(),
+            create_bucket: false,
+        });
         let mut pages = client
             .list_objects_v2()
             .bucket(BUCKET)

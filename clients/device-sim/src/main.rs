@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use account_token::{AccountId, SigningKey};
 use anyhow::Context;
 use backup_client::vault::KsfStrength;
+use blob_gateway::config::S3Args;
 use clap::{Parser, Subcommand, ValueEnum};
 use device_sim::day::DayActivity;
 use device_sim::fleet::{self, FleetArgs, FleetRun};
 use device_sim::lifecycle::{KeyFlow, KeyFlowReport, mib_per_sec};
 use device_sim::password_flow::{PasswordFlow, PasswordFlowReport};
 use device_sim::phone::PhoneProfile;
-use device_sim::s3_baseline::{self, S3Baseline, S3BaselineArgs};
+use device_sim::s3_baseline::{self, S3Baseline};
 use telemetry::LogArgs;
 
 #[derive(Parser)]
@@ -81,7 +82,7 @@ struct Cli {
     #[arg(long, global = true)]
     s3_baseline: bool,
     #[command(flatten)]
-    s3: S3BaselineArgs,
+    s3: S3Args,
     /// Write the report as JSON to this file as well.
     #[arg(long, global = true)]
     report_json: Option<PathBuf>,

@@ -3,39 +3,10 @@
 
 use std::time::Instant;
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
 use aws_sdk_s3::primitives::ByteStream;
-use clap::Args;
+use blob_gateway::config::S3Args;
 use rand::RngCore;
 use serde::Serialize;
-
-#[derive(Debug, Clone, Args)]
-pub struct S3BaselineArgs {
-    #[arg(
-        long = "s3-endpoint",
-        env = "S3_ENDPOINT",
-        default_value = "http://127.0.0.1:9000"
-    )]
-    pub endpoint: String,
-    #[arg(long = "s3-bucket", env = "S3_BUCKET", default_value = "e2e-backups")]
-    pub bucket: String,
-    #[arg(
-        long = "s3-access-key",
-        env = "S3_ACCESS_KEY",
-        default_value = "e2eb-dev"
-    )]
-    pub access_key: String,
-    #[arg(
-        long = "s3-secret-key",
-        env = "S3_SECRET_KEY",
-        default_value = "e2eb-dev-secret",
-        hide_env_values = true
-    )]
-    pub secret_key: String,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct S3Baseline {
@@ -47,23 +18,8 @@ pub struct S3Baseline {
 
 /// PUTs then GETs `sizes` objects of random bytes under `baseline/`, one
 /// after another like the backup does, then deletes them.
-pub async fn measure(args: &S3BaselineArgs, sizes: &[u64]) -> anyhow::Result<S3Baseline> {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(&args.endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            &args.access_key,
-            &args.secret_key,
-            None,
-            None,
-            "device-sim",
-        ))
-        .force_path_style(true)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    let client = Client::from_conf(config);
+pub async fn measure(args: &S3Args, sizes: &[u64]) -> anyhow::Result<S3Baseline> {
+    let client = blob_gateway::store::client(args);
     let bodies: Vec<Vec<u8>> = sizes
         .iter()
         .map(|&size| {

@@ -82,29 +82,36 @@ pub struct Store {
     part_bytes: usize,
 }
 
+/// An `aws-sdk-s3` client for `args`: endpoint override, path-style
+/// addressing, static credentials. Integrity is end to end (every chunk is
+/// AEAD-sealed by the device), so the SDK's optional CRC checksums would only
+/// cost CPU; they are sent and checked only where an S3 operation requires
+/// them. Also used by the simulator's raw-S3 baseline, so both measure the
+/// same client.
+pub fn client(args: &S3Args) -> Client {
+    let credentials = Credentials::new(
+        &args.access_key,
+        &args.secret_key,
+        None,
+        None,
+        "blob-gateway-config",
+    );
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(&args.endpoint)
+        .region(Region::new(args.region.clone()))
+        .credentials_provider(credentials)
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    Client::from_conf(config)
+}
+
 impl Store {
     pub fn new(args: &S3Args, part_bytes: usize) -> Self {
-        let credentials = Credentials::new(
-            &args.access_key,
-            &args.secret_key,
-            None,
-            None,
-            "blob-gateway-config",
-        );
-        // Integrity is end to end (every blob is AEAD-sealed by the device),
-        // so the SDK's optional CRC checksums would only cost CPU; they are
-        // sent and checked only where an S3 operation requires them.
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&args.endpoint)
-            .region(Region::new(args.region.clone()))
-            .credentials_provider(credentials)
-            .force_path_style(true)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .build();
         Self {
-            client: Client::from_conf(config),
+            client: client(args),
             bucket: args.bucket.clone(),
             part_bytes: part_bytes.max(5 * 1024 * 1024),
         }
