@@ -9,6 +9,9 @@ const PROTOS: &[&str] = &[
     "e2ebackup/storage/v2/storage.proto",
     "e2ebackup/backup/v2/manifest.proto",
     "e2ebackup/vault/v1/vault.proto",
+    "e2ebackup/storage/v3/storage.proto",
+    "e2ebackup/backup/v3/pack.proto",
+    "e2ebackup/vault/v2/vault.proto",
 ];
 
 fn main() {

@@ -9,16 +9,25 @@ pub mod storage {
     pub mod v2 {
         tonic::include_proto!("e2ebackup.storage.v2");
     }
+    pub mod v3 {
+        tonic::include_proto!("e2ebackup.storage.v3");
+    }
 }
 
 pub mod backup {
     pub mod v2 {
         tonic::include_proto!("e2ebackup.backup.v2");
     }
+    pub mod v3 {
+        tonic::include_proto!("e2ebackup.backup.v3");
+    }
 }
 
 pub mod vault {
     pub mod v1 {
         tonic::include_proto!("e2ebackup.vault.v1");
+    }
+    pub mod v2 {
+        tonic::include_proto!("e2ebackup.vault.v2");
     }
 }
