@@ -12,6 +12,8 @@
 //! - [`seal_login_response`] / [`open_login_response`]: the extra layer the
 //!   vault puts around the sealed key blob after a successful login, under a
 //!   key from the OPAQUE session key.
+//! - [`proof`]: proof of the backup key by an Ed25519 signature over a
+//!   fresh vault challenge (the message both sides build, and its check).
 //! - Lengths of every fixed-size field on the wire, and the `e2eb-reason`
 //!   values of FAILED_PRECONDITION statuses.
 //!
@@ -27,6 +29,8 @@ use opaque_ke::generic_array::typenum::Unsigned;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+pub mod proof;
 
 pub use argon2;
 pub use opaque_ke;
@@ -67,10 +71,6 @@ pub const REGISTRATION_ID_LEN: usize = 16;
 pub const SESSION_ID_LEN: usize = 16;
 /// Bytes of a login ticket.
 pub const LOGIN_TICKET_LEN: usize = 32;
-/// Bytes of the key-proof verifier (a SHA-256 output).
-pub const KEY_PROOF_VERIFIER_LEN: usize = 32;
-/// Largest key proof the vault accepts.
-pub const MAX_KEY_PROOF_LEN: usize = 64;
 /// Largest sealed key blob the vault stores.
 pub const MAX_SEALED_KEY_LEN: usize = 1024;
 
@@ -88,6 +88,10 @@ pub const REASON_SESSION_UNKNOWN: &str = "session-unknown";
 pub const REASON_SESSION_EXPIRED: &str = "session-expired";
 /// The record was replaced or deleted while the call was in flight.
 pub const REASON_RECORD_CHANGED: &str = "record-changed";
+/// The challenge of a key signature is unknown, used or expired.
+pub const REASON_CHALLENGE_UNKNOWN: &str = "challenge-unknown";
+/// A pointer update does not follow the stored backup pointer.
+pub const REASON_POINTER_STALE: &str = "pointer-stale";
 
 /// Bytes of the AES-GCM nonce that starts [`seal_login_response`]'s output.
 pub const NONCE_LEN: usize = 12;
@@ -180,12 +184,6 @@ pub fn open_login_response(
             },
         )
         .map_err(|_| LoginResponseError)
-}
-
-/// SHA-256 of a key proof: what the client registers as
-/// `key_proof_verifier` and what the vault compares a presented proof with.
-pub fn key_proof_verifier(key_proof: &[u8]) -> [u8; KEY_PROOF_VERIFIER_LEN] {
-    Sha256::digest(key_proof).into()
 }
 
 #[cfg(test)]

@@ -61,6 +61,10 @@ pub struct Policy {
     #[arg(long, env = "KEY_VAULT_LOGIN_TICKET_TTL", default_value = "5m",
           value_parser = humantime::parse_duration)]
     pub login_ticket_ttl: Duration,
+    /// How long a challenge for a backup-key signature stays usable.
+    #[arg(long, env = "KEY_VAULT_CHALLENGE_TTL", default_value = "60s",
+          value_parser = humantime::parse_duration)]
+    pub challenge_ttl: Duration,
 }
 
 impl Default for Policy {
@@ -69,6 +73,7 @@ impl Default for Policy {
             max_guesses: 10,
             login_session_ttl: Duration::from_secs(60),
             login_ticket_ttl: Duration::from_secs(300),
+            challenge_ttl: Duration::from_secs(60),
         }
     }
 }

@@ -6,8 +6,8 @@ use tonic::Status;
 use tonic::metadata::MetadataValue;
 use tracing::{error, warn};
 use vault_suite::{
-    REASON_KEY_ERASED, REASON_METADATA_KEY, REASON_PROOF_REQUIRED, REASON_RECORD_CHANGED,
-    REASON_SESSION_EXPIRED, REASON_SESSION_UNKNOWN,
+    REASON_CHALLENGE_UNKNOWN, REASON_KEY_ERASED, REASON_METADATA_KEY, REASON_POINTER_STALE,
+    REASON_PROOF_REQUIRED, REASON_RECORD_CHANGED, REASON_SESSION_EXPIRED, REASON_SESSION_UNKNOWN,
 };
 
 use crate::store::StoreError;
@@ -16,8 +16,10 @@ use crate::store::StoreError;
 pub enum VaultError {
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("this account has no vault record; register first")]
+    #[error("this account has no vault record; enable backups first")]
     NotFound,
+    #[error("this account has no backup password: it uses a 64-digit key")]
+    NoPassword,
     #[error(
         "the backup key was erased after too many wrong password guesses; the backup can no \
          longer be recovered with a password (or at all, without the 64-digit key). Start over: \
@@ -25,8 +27,8 @@ pub enum VaultError {
     )]
     KeyErased,
     #[error(
-        "this account already has a vault record; replacing or deleting it needs authorization: \
-         a login ticket from a successful login, or the key proof"
+        "this account already has a vault record; changing or deleting it needs authorization: \
+         a login ticket from a successful login, or a signature with the backup key"
     )]
     ProofRequired,
     #[error(
@@ -40,8 +42,23 @@ pub enum VaultError {
     SessionExpired,
     #[error("the vault record was replaced or deleted while this call was in flight; start again")]
     RecordChanged,
-    #[error("the key proof does not match the one registered with this record")]
-    WrongKeyProof,
+    #[error(
+        "the signature does not verify under the backup key registered for this account \
+         (another key, or another operation, account or challenge)"
+    )]
+    BadKeySignature,
+    #[error(
+        "the challenge is unknown, already used or expired; ask for a new challenge and sign again"
+    )]
+    ChallengeUnknown,
+    #[error("the backup pointer update does not follow the stored pointer: {0}; re-read it")]
+    PointerStale(String),
+    #[error(
+        "the vault's stored record for this account failed its integrity check: it was edited \
+         outside the vault. The vault refuses to use it; the operator must restore it (or the \
+         account start over)"
+    )]
+    TamperedRecord,
     #[error(
         "the login ticket is unknown, already used, expired, or from before the record last changed; log in again"
     )]
@@ -67,7 +84,7 @@ impl From<VaultError> for Status {
         let message = error.to_string();
         match error {
             VaultError::InvalidArgument(_) => Status::invalid_argument(message),
-            VaultError::NotFound => Status::not_found(message),
+            VaultError::NotFound | VaultError::NoPassword => Status::not_found(message),
             VaultError::KeyErased => with_reason(FailedPrecondition, message, REASON_KEY_ERASED),
             VaultError::ProofRequired => {
                 with_reason(FailedPrecondition, message, REASON_PROOF_REQUIRED)
@@ -81,11 +98,18 @@ impl From<VaultError> for Status {
             VaultError::RecordChanged => {
                 with_reason(FailedPrecondition, message, REASON_RECORD_CHANGED)
             }
-            VaultError::WrongKeyProof | VaultError::InvalidTicket => {
+            VaultError::ChallengeUnknown => {
+                with_reason(FailedPrecondition, message, REASON_CHALLENGE_UNKNOWN)
+            }
+            VaultError::PointerStale(_) => {
+                with_reason(FailedPrecondition, message, REASON_POINTER_STALE)
+            }
+            VaultError::BadKeySignature | VaultError::InvalidTicket => {
                 Status::permission_denied(message)
             }
+            VaultError::TamperedRecord => Status::data_loss(message),
             VaultError::Store(store) if store.is_transient() => {
-                warn!(error = %store, "vault database busy");
+                warn!(error = %store, "vault record store unavailable");
                 Status::unavailable(message)
             }
             VaultError::Store(store) => {
@@ -120,14 +144,22 @@ mod tests {
                 tonic::Code::InvalidArgument,
             ),
             (VaultError::NotFound, tonic::Code::NotFound),
+            (VaultError::NoPassword, tonic::Code::NotFound),
+            (VaultError::ChallengeUnknown, tonic::Code::FailedPrecondition),
+            (VaultError::PointerStale("x".into()), tonic::Code::FailedPrecondition),
+            (VaultError::TamperedRecord, tonic::Code::DataLoss),
+            (VaultError::BadKeySignature, tonic::Code::PermissionDenied),
             (VaultError::ProofRequired, tonic::Code::FailedPrecondition),
             (VaultError::UnknownSession, tonic::Code::FailedPrecondition),
             (VaultError::SessionExpired, tonic::Code::FailedPrecondition),
             (VaultError::RecordChanged, tonic::Code::FailedPrecondition),
-            (VaultError::WrongKeyProof, tonic::Code::PermissionDenied),
             (VaultError::InvalidTicket, tonic::Code::PermissionDenied),
             (
                 VaultError::Store(StoreError::Busy),
+                tonic::Code::Unavailable,
+            ),
+            (
+                VaultError::Store(StoreError::NoQuorum),
                 tonic::Code::Unavailable,
             ),
             (VaultError::Internal("x"), tonic::Code::Internal),

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use account_token::SigningKey;
 use anyhow::Context;
-use e2eb_proto::vault::v1::key_vault_server::KeyVaultServer;
+use e2eb_proto::vault::v2::key_vault_server::KeyVaultServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -40,7 +40,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::vault::Vault;
 
 /// The gRPC service name, as health checks know it.
-pub const SERVICE_NAME: &str = "e2ebackup.vault.v1.KeyVault";
+pub const SERVICE_NAME: &str = "e2ebackup.vault.v2.KeyVault";
 
 /// Every vault message is a few hundred bytes; anything larger is refused
 /// before it is decoded.

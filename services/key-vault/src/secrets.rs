@@ -1,6 +1,7 @@
 //! The vault secrets: opaque-ke's `ServerSetup` (OPRF seed and server key
-//! pair) and a key that seals login state in the database. Created on first
-//! start, stored in the database sealed under the [`SealingKeySource`], and
+//! pair), a key that seals login state in the database, and the row key
+//! that MACs every stored row and short-lived item (an operator who edits
+//! the database is detected). Created on first start, stored in the database sealed under the [`SealingKeySource`], and
 //! never stored or logged in the clear. A sealing key that does not open
 //! them stops the vault: silently making new secrets would change the public
 //! key every client pinned and turn every record into garbage.
@@ -9,20 +10,27 @@ use std::fmt;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use hmac::{Hmac, Mac};
 use rand::RngCore;
+use sha2::Sha256;
 use rand::rngs::OsRng;
 use vault_suite::Suite;
 use vault_suite::opaque_ke::ServerSetup;
 use zeroize::Zeroizing;
 
 use crate::sealing::{SealingError, SealingKeySource};
-use crate::store::{RecordStore, StoreError, Version};
+use crate::store::{EphemeralKind, RecordStore, StoreError};
 
 /// Associated data of the sealed secrets; names what they are.
 const SECRETS_AAD: &[u8] = b"e2ebackup/vault/v1/secrets";
 /// Associated data prefix of sealed login state.
-const LOGIN_STATE_AAD: &[u8] = b"e2ebackup/vault/v1/login-state";
-const FORMAT_V1: u8 = 1;
+const LOGIN_STATE_AAD: &[u8] = b"e2ebackup/vault/v2/login-state";
+/// Domain of a row MAC.
+const ROW_MAC_DOMAIN: &[u8] = b"e2ebackup/vault/v2/row";
+/// Domain of a short-lived item's MAC.
+const EPHEMERAL_MAC_DOMAIN: &[u8] = b"e2ebackup/vault/v2/ephemeral";
+/// Format 2: state key (32) || row key (32) || opaque-ke `ServerSetup`.
+const FORMAT: u8 = 2;
 const NONCE_LEN: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,7 @@ pub enum SecretsError {
 pub struct VaultSecrets {
     setup: ServerSetup<Suite>,
     state_cipher: Aes256Gcm,
+    row_mac: Hmac<Sha256>,
     public_key: [u8; 32],
 }
 
@@ -71,10 +80,10 @@ impl VaultSecrets {
         let sealed = match store.load_secrets().await? {
             Some(sealed) => sealed,
             None => {
-                let mut plain = Zeroizing::new(vec![FORMAT_V1]);
-                let mut state_key = Zeroizing::new([0u8; 32]);
-                OsRng.fill_bytes(state_key.as_mut());
-                plain.extend_from_slice(state_key.as_ref());
+                let mut plain = Zeroizing::new(vec![FORMAT]);
+                let mut keys = Zeroizing::new([0u8; 64]);
+                OsRng.fill_bytes(keys.as_mut());
+                plain.extend_from_slice(keys.as_ref());
                 let setup = ServerSetup::<Suite>::new(&mut OsRng);
                 plain.extend_from_slice(&Zeroizing::new(setup.serialize().to_vec()));
                 store
@@ -94,13 +103,14 @@ impl VaultSecrets {
     }
 
     fn parse(plain: &[u8]) -> Result<Self, SecretsError> {
-        let Some((&FORMAT_V1, rest)) = plain.split_first() else {
+        let Some((&FORMAT, rest)) = plain.split_first() else {
             return Err(SecretsError::Malformed("unknown format"));
         };
-        if rest.len() < 32 {
+        if rest.len() < 64 {
             return Err(SecretsError::Malformed("too short"));
         }
-        let (state_key, setup) = rest.split_at(32);
+        let (state_key, rest) = rest.split_at(32);
+        let (row_key, setup) = rest.split_at(32);
         let setup = ServerSetup::<Suite>::deserialize(setup)
             .map_err(|_| SecretsError::Malformed("server setup"))?;
         let public_key = setup
@@ -113,6 +123,7 @@ impl VaultSecrets {
         Ok(Self {
             setup,
             state_cipher: Aes256Gcm::new_from_slice(state_key).expect("the state key is 32 bytes"),
+            row_mac: <Hmac<Sha256>>::new_from_slice(row_key).expect("HMAC takes any key length"),
             public_key,
         })
     }
@@ -139,7 +150,7 @@ impl VaultSecrets {
         &self,
         session: &[u8; 16],
         account: &str,
-        version: &Version,
+        version: &[u8; 16],
         state: &[u8],
     ) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -163,7 +174,7 @@ impl VaultSecrets {
         &self,
         session: &[u8; 16],
         account: &str,
-        version: &Version,
+        version: &[u8; 16],
         sealed: &[u8],
     ) -> Option<Zeroizing<Vec<u8>>> {
         if sealed.len() < NONCE_LEN {
@@ -184,7 +195,56 @@ impl VaultSecrets {
     }
 }
 
-fn login_state_aad(session: &[u8; 16], account: &str, version: &Version) -> Vec<u8> {
+impl VaultSecrets {
+    /// The MAC of an account's row body.
+    pub fn row_mac(&self, account: &str, body: &[u8]) -> [u8; 32] {
+        let mut mac = self.row_mac.clone();
+        for field in [ROW_MAC_DOMAIN, account.as_bytes(), body] {
+            mac_field(&mut mac, field);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the MAC of the row (constant time).
+    pub fn row_mac_matches(&self, account: &str, body: &[u8], tag: &[u8; 32]) -> bool {
+        let mut mac = self.row_mac.clone();
+        for field in [ROW_MAC_DOMAIN, account.as_bytes(), body] {
+            mac_field(&mut mac, field);
+        }
+        mac.verify_slice(tag).is_ok()
+    }
+
+    /// The MAC of a short-lived item.
+    pub fn ephemeral_mac(
+        &self,
+        kind: EphemeralKind,
+        id: &[u8],
+        account: &str,
+        payload: &[u8],
+        expires_at_ms: u64,
+    ) -> [u8; 32] {
+        let mut mac = self.row_mac.clone();
+        for field in [
+            EPHEMERAL_MAC_DOMAIN,
+            kind.as_str().as_bytes(),
+            id,
+            account.as_bytes(),
+            payload,
+            &expires_at_ms.to_be_bytes(),
+        ] {
+            mac_field(&mut mac, field);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// Feeds one length-prefixed field, so no two field lists share bytes.
+fn mac_field(mac: &mut Hmac<Sha256>, field: &[u8]) {
+    mac.update(&(field.len() as u64).to_be_bytes());
+    mac.update(field);
+}
+
+fn login_state_aad(session: &[u8; 16], account: &str, version: &[u8; 16]) -> Vec<u8> {
     [LOGIN_STATE_AAD, session, version, account.as_bytes()].concat()
 }
 
@@ -225,6 +285,18 @@ mod tests {
             second
                 .open_login_state(&[1; 16], "alice", &[3; 16], &state)
                 .is_none()
+        );
+
+        // Rows MACed by one start verify after a restart (one identity for
+        // every replica), and only for their account and bytes.
+        let tag = first.row_mac("alice", b"{\"guesses\":3}");
+        assert!(second.row_mac_matches("alice", b"{\"guesses\":3}", &tag));
+        assert!(!second.row_mac_matches("alice", b"{\"guesses\":0}", &tag));
+        assert!(!second.row_mac_matches("bob", b"{\"guesses\":3}", &tag));
+        let kind = EphemeralKind::LoginTicket;
+        assert_ne!(
+            first.ephemeral_mac(kind, b"id", "alice", b"p", 10),
+            first.ephemeral_mac(kind, b"id", "alice", b"p", 11)
         );
     }
 

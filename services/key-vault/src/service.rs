@@ -2,12 +2,14 @@
 //! converts messages, and maps errors through `error.rs`. No decisions here.
 
 use account_token::grpc::account;
-use e2eb_proto::vault::v1 as pb;
-use e2eb_proto::vault::v1::key_vault_server::KeyVault;
+use e2eb_proto::vault::v2 as pb;
+use e2eb_proto::vault::v2::key_vault_server::KeyVault;
 use tonic::{Request, Response, Status};
 
+use crate::error::VaultError;
 use crate::vault::login::LoginOutcome;
 use crate::vault::register::RegisterFinish;
+use crate::vault::row::{BackupRef, PendingBackup};
 use crate::vault::{Proof, Vault};
 
 pub struct KeyVaultService {
@@ -23,8 +25,40 @@ impl KeyVaultService {
 fn proof(authorization: Option<pb::Authorization>) -> Option<Proof> {
     match authorization?.proof? {
         pb::authorization::Proof::LoginTicket(ticket) => Some(Proof::LoginTicket(ticket)),
-        pb::authorization::Proof::KeyProof(key_proof) => Some(Proof::KeyProof(key_proof)),
+        pb::authorization::Proof::KeySignature(signature) => Some(signature_proof(signature)),
     }
+}
+
+fn signature_proof(signature: pb::KeySignature) -> Proof {
+    Proof::KeySignature {
+        challenge: signature.challenge,
+        signature: signature.signature,
+    }
+}
+
+fn required_signature(signature: Option<pb::KeySignature>) -> Result<Proof, Status> {
+    signature
+        .map(signature_proof)
+        .ok_or_else(|| VaultError::ProofRequired.into())
+}
+
+fn backup_ref(backup: BackupRef) -> pb::BackupRef {
+    pb::BackupRef {
+        generation: backup.generation,
+        manifest_digest: backup.manifest_digest.to_vec(),
+    }
+}
+
+fn pending_backup(pending: PendingBackup) -> pb::PendingBackup {
+    pb::PendingBackup {
+        generation: pending.generation,
+        manifest_digest: pending.manifest_digest.to_vec(),
+        auth_public_key: pending.auth_public_key.to_vec(),
+    }
+}
+
+fn missing(field: &str) -> Status {
+    VaultError::InvalidArgument(format!("{field} is missing")).into()
 }
 
 #[tonic::async_trait]
@@ -40,6 +74,33 @@ impl KeyVault for KeyVaultService {
             fingerprint: info.fingerprint,
             max_guesses: info.max_guesses,
         }))
+    }
+
+    async fn get_challenge(
+        &self,
+        request: Request<pb::GetChallengeRequest>,
+    ) -> Result<Response<pb::GetChallengeResponse>, Status> {
+        let account = account(&request)?;
+        let challenge = self.vault.challenge(&account).await?;
+        Ok(Response::new(pb::GetChallengeResponse {
+            challenge: challenge.to_vec(),
+        }))
+    }
+
+    async fn enable_key_backup(
+        &self,
+        request: Request<pb::EnableKeyBackupRequest>,
+    ) -> Result<Response<pb::EnableKeyBackupResponse>, Status> {
+        let account = account(&request)?;
+        let request = request.into_inner();
+        self.vault
+            .enable_key_backup(
+                &account,
+                &request.auth_public_key,
+                proof(request.authorization),
+            )
+            .await?;
+        Ok(Response::new(pb::EnableKeyBackupResponse {}))
     }
 
     async fn register_start(
@@ -67,7 +128,7 @@ impl KeyVault for KeyVaultService {
         let finish = RegisterFinish {
             registration_upload: request.registration_upload,
             sealed_key: request.sealed_key,
-            key_proof_verifier: request.key_proof_verifier,
+            auth_public_key: request.auth_public_key,
             registration_id: request.registration_id,
             authorization: proof(request.authorization),
         };
@@ -137,5 +198,58 @@ impl KeyVault for KeyVaultService {
             .delete(&account, proof(request.authorization), request.start_over)
             .await?;
         Ok(Response::new(pb::DeleteRecordResponse {}))
+    }
+
+    async fn get_pointer(
+        &self,
+        request: Request<pb::GetPointerRequest>,
+    ) -> Result<Response<pb::GetPointerResponse>, Status> {
+        let account = account(&request)?;
+        let pointer = self.vault.pointer(&account).await?;
+        Ok(Response::new(pb::GetPointerResponse {
+            committed: pointer.committed.map(backup_ref),
+            pending: pointer.pending.map(pending_backup),
+            auth_public_key: pointer.auth_public_key.to_vec(),
+            has_password: pointer.has_password,
+        }))
+    }
+
+    async fn set_pending(
+        &self,
+        request: Request<pb::SetPendingRequest>,
+    ) -> Result<Response<pb::SetPendingResponse>, Status> {
+        let account = account(&request)?;
+        let request = request.into_inner();
+        let pending = request.pending.ok_or_else(|| missing("pending"))?;
+        let proof = required_signature(request.signature)?;
+        self.vault
+            .set_pending(
+                &account,
+                pending.generation,
+                &pending.manifest_digest,
+                &pending.auth_public_key,
+                proof,
+            )
+            .await?;
+        Ok(Response::new(pb::SetPendingResponse {}))
+    }
+
+    async fn confirm_pending(
+        &self,
+        request: Request<pb::ConfirmPendingRequest>,
+    ) -> Result<Response<pb::ConfirmPendingResponse>, Status> {
+        let account = account(&request)?;
+        let request = request.into_inner();
+        let backup = request.backup.ok_or_else(|| missing("backup"))?;
+        let proof = required_signature(request.signature)?;
+        self.vault
+            .confirm(
+                &account,
+                backup.generation,
+                &backup.manifest_digest,
+                proof,
+            )
+            .await?;
+        Ok(Response::new(pb::ConfirmPendingResponse {}))
     }
 }

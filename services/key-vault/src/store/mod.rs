@@ -1,210 +1,141 @@
 //! Record storage: the vault's only outside world besides the sealing key.
-//! One small async trait, [`RecordStore`], so the embedded SQLite store
-//! ([`sqlite::SqliteStore`]) can be joined by a PostgreSQL one for several
-//! replicas. Every method is one transaction that is durable when it returns;
-//! the guess counter in particular is one atomic conditional update.
+//! One small async trait, [`RecordStore`], with the embedded SQLite store
+//! ([`sqlite::SqliteStore`]) behind it; a consensus store for several
+//! replicas implements the same trait.
+//!
+//! The store knows nothing of what it keeps. An account has one row: bytes
+//! the vault encoded and MACed (see `vault::row`), written only by
+//! compare-and-swap on the row's revision, so concurrent writers (threads
+//! or replicas) can never both spend the same guess. Short-lived items —
+//! login sessions, login tickets, challenges — are [`Ephemeral`]s, taken
+//! exactly once. Every method is durable when it returns.
 //!
 //! The store keeps bytes it cannot use: OPAQUE records (useless without the
-//! sealed OPRF seed), sealed key blobs (encrypted by the client), login state
-//! sealed by the vault, and only hashes of login tickets.
+//! sealed OPRF seed), key blobs sealed by the client, login state sealed by
+//! the vault, hashes of login tickets, and MACs it cannot forge.
 
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod suite;
 
 use async_trait::async_trait;
 
-/// Random 16 bytes the vault draws for every stored registration; login
-/// sessions and tickets are bound to it, so they die with the registration.
-pub type Version = [u8; 16];
+/// The store's version of a row: changes on every write of it.
+pub type Revision = u64;
 
-/// One account's registration.
+/// An account's row as stored: the vault's encoding and its MAC.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Record {
-    pub version: Version,
-    /// Names the registration's OPRF key (with the account id).
-    pub registration_id: [u8; 16],
-    /// opaque-ke's serialized `ServerRegistration` (the password file).
-    pub opaque_record: Vec<u8>,
-    /// The client's sealed backup key; the vault cannot open it.
-    pub sealed_key: Vec<u8>,
-    /// SHA-256 of the client's key proof.
-    pub key_proof_verifier: [u8; 32],
-    /// Logins started since the last successful one.
-    pub guesses: u32,
+pub struct StoredRow {
+    pub body: Vec<u8>,
+    pub mac: [u8; 32],
 }
 
-impl std::fmt::Debug for Record {
+impl std::fmt::Debug for StoredRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Record")
-            .field("version", &hex::encode(self.version))
-            .field("guesses", &self.guesses)
-            .finish_non_exhaustive()
+        write!(f, "StoredRow({} bytes)", self.body.len())
     }
 }
 
-/// What the store holds for an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecordState {
-    Active(Record),
-    /// Erased after too many guesses: only a start-over clears it.
-    Erased,
+/// What kind of short-lived item an [`Ephemeral`] is; ids of different
+/// kinds never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EphemeralKind {
+    LoginSession,
+    LoginTicket,
+    Challenge,
 }
 
-/// The outcome of counting a guess at login start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GuessCount {
-    /// The guess is durably counted; `guesses` includes it.
-    Counted {
-        guesses: u32,
-        record: Record,
-    },
-    /// The limit had been reached: the record was erased by this call.
-    ErasedNow,
-    /// The record had already been erased.
-    Erased,
-    NotFound,
+impl EphemeralKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoginSession => "login-session",
+            Self::LoginTicket => "login-ticket",
+            Self::Challenge => "challenge",
+        }
+    }
 }
 
-/// The outcome of a login whose client MAC was wrong (or never sent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The record stays; this many guesses are left.
-    Remaining(u32),
-    /// That was the last guess: the record was erased by this call.
-    ErasedNow,
-    /// The record had already been erased.
-    Erased,
-    NotFound,
-}
-
-/// The outcome of a successful login for the record it started against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reset {
-    /// The count is back to zero; here is the sealed key.
-    Reset {
-        sealed_key: Vec<u8>,
-    },
-    Erased,
-    /// The record was replaced or deleted since the login started.
-    Changed,
-}
-
-/// Server login state kept between LoginStart and LoginFinish.
+/// A short-lived item: taken at most once, gone after `expires_at_ms`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Session {
+pub struct Ephemeral {
     pub account: String,
-    pub version: Version,
-    /// opaque-ke's `ServerLogin`, sealed under the vault's state key.
-    pub sealed_state: Vec<u8>,
+    pub payload: Vec<u8>,
     pub expires_at_ms: u64,
+    /// The vault's MAC over kind, id, account, payload and expiry.
+    pub mac: [u8; 32],
 }
 
-impl std::fmt::Debug for Session {
+impl std::fmt::Debug for Ephemeral {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
+        f.debug_struct("Ephemeral")
             .field("account", &self.account)
             .field("expires_at_ms", &self.expires_at_ms)
             .finish_non_exhaustive()
     }
 }
 
-/// A login ticket, stored under the SHA-256 of its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ticket {
-    pub account: String,
-    pub version: Version,
-    pub expires_at_ms: u64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the vault database is busy; retry later")]
+    #[error("the vault's record store is busy; retry later")]
     Busy,
-    #[error("the vault database failed: {0}")]
+    #[error("the vault's record store cannot reach a majority of its members; retry later")]
+    NoQuorum,
+    #[error("the vault's record store failed: {0}")]
     Database(String),
-    #[error("the vault database holds a malformed {0}")]
+    #[error("the vault's record store holds a malformed {0}")]
     Corrupt(&'static str),
 }
 
 impl StoreError {
     /// Whether retrying the same call later can succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Busy)
+        matches!(self, Self::Busy | Self::NoQuorum)
     }
 }
 
 #[async_trait]
 pub trait RecordStore: Send + Sync + 'static {
+    /// Names the store in logs and errors (never a secret).
+    fn describe(&self) -> String;
+
     /// The sealed vault secrets, if any were stored.
     async fn load_secrets(&self) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores `sealed` unless secrets exist already; returns what is stored
-    /// (ours, or those of a vault that started at the same moment).
+    /// (ours, or those of a replica that started at the same moment).
     async fn store_secrets_once(&self, sealed: Vec<u8>) -> Result<Vec<u8>, StoreError>;
 
-    async fn get_record(&self, account: &str) -> Result<Option<RecordState>, StoreError>;
-    /// Creates the record if the account has no row at all; false otherwise.
-    async fn create_record(
+    /// The account's row and its revision.
+    async fn get_row(&self, account: &str) -> Result<Option<(StoredRow, Revision)>, StoreError>;
+    /// Writes `row` if the account's row is still at revision `expected`
+    /// (`None`: only if the account has no row). False when another write
+    /// came first; nothing is written then. With `scrub`, the replaced
+    /// bytes must not linger in the store's files (an erased key).
+    async fn put_row(
         &self,
         account: &str,
-        record: Record,
-        now_ms: u64,
+        row: StoredRow,
+        expected: Option<Revision>,
+        scrub: bool,
     ) -> Result<bool, StoreError>;
-    /// Replaces the active record if its version is still `expected`
-    /// (guesses reset); false if it changed, was erased or deleted.
-    async fn replace_record(
-        &self,
-        account: &str,
-        expected: Version,
-        record: Record,
-        now_ms: u64,
-    ) -> Result<bool, StoreError>;
-    /// Counts a login guess: one atomic update that increments the count
-    /// only while it is below `max_guesses`; at the limit, erases the record.
-    async fn count_guess(
-        &self,
-        account: &str,
-        max_guesses: u32,
-        now_ms: u64,
-    ) -> Result<GuessCount, StoreError>;
-    /// A successful login against record `version`: the count goes to zero
-    /// and, in the same transaction, `ticket` is stored under `ticket_hash`.
-    async fn reset_guesses(
-        &self,
-        account: &str,
-        version: Version,
-        ticket_hash: [u8; 32],
-        ticket: Ticket,
-        now_ms: u64,
-    ) -> Result<Reset, StoreError>;
-    /// A failed login: reports the guesses left and erases the record if
-    /// none are.
-    async fn record_failure(
-        &self,
-        account: &str,
-        max_guesses: u32,
-        now_ms: u64,
-    ) -> Result<Failure, StoreError>;
-    /// Removes the account's row (record or tombstone), its sessions and
-    /// tickets. With `expected`, only if the active record has that version.
-    async fn delete(&self, account: &str, expected: Option<Version>) -> Result<bool, StoreError>;
+    /// Deletes the account's row if it is still at revision `expected`,
+    /// with its ephemerals, scrubbing the bytes. False when it changed.
+    async fn delete_row(&self, account: &str, expected: Revision) -> Result<bool, StoreError>;
 
-    /// Keeps a login session; drops expired sessions and tickets on the way.
-    async fn put_session(
+    /// Keeps a short-lived item under (`kind`, `id`); drops expired items
+    /// on the way (`now_ms`).
+    async fn put_ephemeral(
         &self,
-        id: [u8; 16],
-        session: Session,
+        kind: EphemeralKind,
+        id: &[u8],
+        item: Ephemeral,
         now_ms: u64,
     ) -> Result<(), StoreError>;
-    /// Removes and returns the session `id` if it belongs to `account`.
-    async fn take_session(
+    /// Removes and returns the item (`kind`, `id`) if it belongs to
+    /// `account`; an item of another account is left alone.
+    async fn take_ephemeral(
         &self,
-        id: [u8; 16],
+        kind: EphemeralKind,
+        id: &[u8],
         account: &str,
-    ) -> Result<Option<Session>, StoreError>;
-    async fn put_ticket(&self, hash: [u8; 32], ticket: Ticket) -> Result<(), StoreError>;
-    /// Removes and returns the ticket whose SHA-256 is `hash` if it belongs to `account`.
-    async fn take_ticket(
-        &self,
-        hash: [u8; 32],
-        account: &str,
-    ) -> Result<Option<Ticket>, StoreError>;
+    ) -> Result<Option<Ephemeral>, StoreError>;
 }

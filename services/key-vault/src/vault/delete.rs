@@ -2,10 +2,12 @@
 
 use account_token::AccountId;
 use tracing::{info, instrument};
+use vault_suite::proof::ProofOperation;
 
+use super::proof::Signers;
+use super::row::RowState;
 use super::{Proof, Vault};
 use crate::error::VaultError;
-use crate::store::RecordState;
 
 impl Vault {
     /// Erases the account's record. With `start_over` no proof is needed
@@ -20,25 +22,48 @@ impl Vault {
         start_over: bool,
     ) -> Result<(), VaultError> {
         if start_over {
-            let existed = self.store.delete(account.as_str(), None).await?;
-            info!(existed, "vault record deleted to start over");
-            return Ok(());
-        }
-        match self.store.get_record(account.as_str()).await? {
-            None => Err(VaultError::NotFound),
-            Some(RecordState::Erased) => Err(VaultError::KeyErased),
-            Some(RecordState::Active(current)) => {
-                self.authorize(account, &current, authorization).await?;
-                if !self
-                    .store
-                    .delete(account.as_str(), Some(current.version))
-                    .await?
-                {
-                    return Err(VaultError::RecordChanged);
+            loop {
+                let Some((_, revision)) = self.read_any(account).await? else {
+                    info!(existed = false, "nothing to delete to start over");
+                    return Ok(());
+                };
+                if self.store.delete_row(account.as_str(), revision).await? {
+                    info!(existed = true, "vault record deleted to start over");
+                    return Ok(());
                 }
-                info!("vault record deleted with proof");
-                Ok(())
             }
         }
+        let Some((row, revision)) = self.read(account).await? else {
+            return Err(VaultError::NotFound);
+        };
+        let RowState::Active(current) = &row.state else {
+            return Err(VaultError::KeyErased);
+        };
+        self.authorize(
+            account,
+            current,
+            authorization,
+            ProofOperation::Delete,
+            Signers::Registered,
+        )
+        .await?;
+        if !self.store.delete_row(account.as_str(), revision).await? {
+            return Err(VaultError::RecordChanged);
+        }
+        info!("vault record deleted with proof");
+        Ok(())
+    }
+
+    /// The row's revision, even when the row fails its MAC: starting over
+    /// is how an account with a damaged row is cleared.
+    async fn read_any(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<((), crate::store::Revision)>, VaultError> {
+        Ok(self
+            .store
+            .get_row(account.as_str())
+            .await?
+            .map(|(_, revision)| ((), revision)))
     }
 }

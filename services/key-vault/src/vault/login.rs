@@ -16,9 +16,11 @@ use vault_suite::opaque_ke::{
 };
 use zeroize::Zeroizing;
 
-use super::{LoginTicket, Vault, credential_identifier, exact, random16};
+use super::proof::LoginTicket;
+use super::row::{Registration, RowState};
+use super::{Change, Vault, credential_identifier, exact, random};
 use crate::error::VaultError;
-use crate::store::{Failure, GuessCount, Reset, Session, Ticket};
+use crate::store::EphemeralKind;
 
 /// LoginStart's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,17 +77,38 @@ impl Vault {
         })?;
 
         let max = self.policy.max_guesses;
-        let now = self.now_ms();
         // The guess is committed before anything below runs.
-        let (guesses, record) = match self.store.count_guess(account.as_str(), max, now).await? {
-            GuessCount::Counted { guesses, record } => (guesses, record),
-            GuessCount::NotFound => return Err(VaultError::NotFound),
-            GuessCount::Erased => return Err(VaultError::KeyErased),
-            GuessCount::ErasedNow => {
-                warn!("guess limit reached by abandoned logins; record erased");
-                return Err(VaultError::KeyErased);
-            }
+        let counted = self
+            .update(account, |row| {
+                let Some(row) = row else {
+                    return Err(VaultError::NotFound);
+                };
+                let RowState::Active(current) = &row.state else {
+                    return Err(VaultError::KeyErased);
+                };
+                let Some(registration) = &current.registration else {
+                    return Err(VaultError::NoPassword);
+                };
+                if registration.guesses >= max {
+                    // The limit was reached by logins that never finished.
+                    return Ok(Change::Write {
+                        state: RowState::Erased,
+                        scrub: true,
+                        then: None,
+                    });
+                }
+                let mut next = current.clone();
+                let registration = next.registration.as_mut().expect("checked above");
+                registration.guesses += 1;
+                let counted = registration.clone();
+                Ok(Change::write(RowState::Active(next), Some(counted)))
+            })
+            .await?;
+        let Some(record) = counted else {
+            warn!("guess limit reached by abandoned logins; record erased");
+            return Err(VaultError::KeyErased);
         };
+        let guesses = record.guesses;
         Span::current().record("guesses", guesses);
 
         let password_file = ServerRegistration::<Suite>::deserialize(&record.opaque_record)
@@ -102,18 +125,22 @@ impl Vault {
             VaultError::InvalidArgument("credential_request was rejected by OPAQUE".into())
         })?;
 
-        let session_id = random16();
+        let session_id = random::<16>();
         let state = Zeroizing::new(started.state.serialize().to_vec());
         let sealed_state =
             self.secrets
                 .seal_login_state(&session_id, account.as_str(), &record.version, &state);
-        let session = Session {
-            account: account.as_str().to_owned(),
-            version: record.version,
-            sealed_state,
-            expires_at_ms: crate::clock::deadline(now, self.policy.login_session_ttl),
-        };
-        self.store.put_session(session_id, session, now).await?;
+        // The session remembers which registration it runs against.
+        let payload = [record.version.as_slice(), &sealed_state].concat();
+        let expires = crate::clock::deadline(self.now_ms(), self.policy.login_session_ttl);
+        self.put_ephemeral(
+            EphemeralKind::LoginSession,
+            &session_id,
+            account,
+            payload,
+            expires,
+        )
+        .await?;
         Ok(LoginStarted {
             credential_response: started.message.serialize().to_vec(),
             session_id,
@@ -149,8 +176,7 @@ impl Vault {
         };
 
         let Some(session) = self
-            .store
-            .take_session(session_id, account.as_str())
+            .take_ephemeral(EphemeralKind::LoginSession, &session_id, account)
             .await?
         else {
             return Err(VaultError::UnknownSession);
@@ -158,14 +184,14 @@ impl Vault {
         if session.expires_at_ms <= self.now_ms() {
             return Err(VaultError::SessionExpired);
         }
+        if session.payload.len() < 16 {
+            return Err(VaultError::Internal("stored login session is too short"));
+        }
+        let (version, sealed_state) = session.payload.split_at(16);
+        let version: [u8; 16] = version.try_into().expect("split at 16");
         let state = self
             .secrets
-            .open_login_state(
-                &session_id,
-                account.as_str(),
-                &session.version,
-                &session.sealed_state,
-            )
+            .open_login_state(&session_id, account.as_str(), &version, sealed_state)
             .ok_or(VaultError::Internal("stored login state does not open"))?;
         let state = ServerLogin::<Suite>::deserialize(&state)
             .map_err(|_| VaultError::Internal("stored login state does not parse"))?;
@@ -175,34 +201,47 @@ impl Vault {
         {
             Some(Ok(finished)) => Zeroizing::new(finished.session_key.to_vec()),
             None | Some(Err(ProtocolError::InvalidLoginError)) => {
-                return self.wrong_password(account).await;
+                return self.wrong_password(account, version).await;
             }
             Some(Err(_)) => return Err(VaultError::Internal("OPAQUE login finish failed")),
         };
 
-        // One transaction: the count goes to zero and the ticket exists.
+        // The ticket exists before the count goes to zero; if the reset
+        // then finds the registration replaced, the ticket is useless (it
+        // is bound to this registration).
         let login_ticket = LoginTicket::generate();
-        let now = self.now_ms();
-        let ticket = Ticket {
-            account: account.as_str().to_owned(),
-            version: session.version,
-            expires_at_ms: crate::clock::deadline(now, self.policy.login_ticket_ttl),
-        };
-        let sealed_key = match self
-            .store
-            .reset_guesses(
-                account.as_str(),
-                session.version,
-                login_ticket.hash(),
-                ticket,
-                now,
-            )
-            .await?
-        {
-            Reset::Reset { sealed_key } => sealed_key,
-            Reset::Erased => return Err(VaultError::KeyErased),
-            Reset::Changed => return Err(VaultError::RecordChanged),
-        };
+        let expires = crate::clock::deadline(self.now_ms(), self.policy.login_ticket_ttl);
+        self.put_ephemeral(
+            EphemeralKind::LoginTicket,
+            &login_ticket.hash(),
+            account,
+            version.to_vec(),
+            expires,
+        )
+        .await?;
+        let sealed_key = self
+            .update(account, |row| {
+                let state = row.map(|r| &r.state);
+                let Some(RowState::Active(current)) = state else {
+                    return Err(match state {
+                        Some(RowState::Erased) => VaultError::KeyErased,
+                        _ => VaultError::RecordChanged,
+                    });
+                };
+                match &current.registration {
+                    Some(registration) if registration.version == version => {
+                        let sealed_key = registration.sealed_key.clone();
+                        if registration.guesses == 0 {
+                            return Ok(Change::Keep(sealed_key));
+                        }
+                        let mut next = current.clone();
+                        next.registration.as_mut().expect("matched above").guesses = 0;
+                        Ok(Change::write(RowState::Active(next), sealed_key))
+                    }
+                    _ => Err(VaultError::RecordChanged),
+                }
+            })
+            .await?;
         Span::current().record("outcome", "success");
         info!("login succeeded; guesses reset");
         Ok(LoginOutcome::Success {
@@ -215,27 +254,54 @@ impl Vault {
         })
     }
 
-    async fn wrong_password(&self, account: &AccountId) -> Result<LoginOutcome, VaultError> {
+    async fn wrong_password(
+        &self,
+        account: &AccountId,
+        version: [u8; 16],
+    ) -> Result<LoginOutcome, VaultError> {
         let max = self.policy.max_guesses;
-        let outcome = match self
-            .store
-            .record_failure(account.as_str(), max, self.now_ms())
-            .await?
-        {
-            Failure::Remaining(guesses_remaining) => LoginOutcome::WrongPassword {
-                guesses_remaining,
-                key_erased: false,
-            },
-            Failure::ErasedNow => {
-                warn!("last guess was wrong; record erased");
-                LoginOutcome::WrongPassword {
-                    guesses_remaining: 0,
-                    key_erased: true,
+        let outcome = self
+            .update(account, |row| {
+                let state = row.map(|r| &r.state);
+                let Some(RowState::Active(current)) = state else {
+                    return Err(match state {
+                        Some(RowState::Erased) => VaultError::KeyErased,
+                        _ => VaultError::RecordChanged,
+                    });
+                };
+                let Some(Registration { guesses, .. }) = current
+                    .registration
+                    .as_ref()
+                    .filter(|r| r.version == version)
+                else {
+                    return Err(VaultError::RecordChanged);
+                };
+                let guesses_remaining = max.saturating_sub(*guesses);
+                if guesses_remaining > 0 {
+                    return Ok(Change::Keep(LoginOutcome::WrongPassword {
+                        guesses_remaining,
+                        key_erased: false,
+                    }));
                 }
+                Ok(Change::Write {
+                    state: RowState::Erased,
+                    scrub: true,
+                    then: LoginOutcome::WrongPassword {
+                        guesses_remaining: 0,
+                        key_erased: true,
+                    },
+                })
+            })
+            .await?;
+        if matches!(
+            outcome,
+            LoginOutcome::WrongPassword {
+                key_erased: true,
+                ..
             }
-            Failure::Erased => return Err(VaultError::KeyErased),
-            Failure::NotFound => return Err(VaultError::RecordChanged),
-        };
+        ) {
+            warn!("last guess was wrong; record erased");
+        }
         Span::current().record("outcome", "wrong-password");
         info!(?outcome, "login failed");
         Ok(outcome)

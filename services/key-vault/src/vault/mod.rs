@@ -1,7 +1,13 @@
 //! The vault core: decides every operation from the request, the stored
 //! state and the clock, with no network in sight. One module per
-//! operation ([`register`], [`login`], [`delete`]); the gRPC layer in
-//! `service.rs` only converts messages.
+//! operation ([`register`], [`login`], [`delete`], [`pointer`]); [`proof`]
+//! checks proofs of the password or the key; [`row`] is what is stored. The
+//! gRPC layer in `service.rs` only converts messages.
+//!
+//! Every change to an account is a compare-and-swap of its whole row (see
+//! [`Vault::update`]), verified by its MAC when read and MACed again when
+//! written, so concurrent calls — on one vault or on several replicas of a
+//! consensus store — never lose an update and an edited row is refused.
 //!
 //! The guess limit (modelled on juicebox's `recover2`): login start counts a
 //! guess in the store, durably, *before* the OPRF is evaluated, so no reply
@@ -11,23 +17,30 @@
 
 pub mod delete;
 pub mod login;
+pub mod pointer;
+pub mod proof;
 pub mod register;
+pub mod row;
 
-use std::fmt;
 use std::sync::Arc;
 
 use account_token::AccountId;
 use rand::RngCore;
 use rand::rngs::OsRng;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
+use tracing::error;
 
 use crate::clock::Clock;
 use crate::config::Policy;
 use crate::error::VaultError;
 use crate::secrets::VaultSecrets;
-use crate::store::{Record, RecordStore};
+use crate::store::{Ephemeral, EphemeralKind, RecordStore, Revision, StoredRow};
+use row::{AccountRow, RowState};
+
+pub use proof::Proof;
+
+/// How many times a change is retried when other writers keep winning the
+/// compare-and-swap before the caller is told to retry.
+const MAX_UPDATE_ATTEMPTS: usize = 64;
 
 /// The Backup Key Vault.
 #[derive(Clone)]
@@ -46,47 +59,22 @@ pub struct VaultInfo {
     pub max_guesses: u32,
 }
 
-/// Proof that the caller may replace or delete an existing record.
-pub enum Proof {
-    /// A ticket from a successful login (proof of the password).
-    LoginTicket(Vec<u8>),
-    /// The key proof derived from the backup key (proof of the key).
-    KeyProof(Vec<u8>),
+/// What one attempt of [`Vault::update`] decided.
+pub(crate) enum Change<T> {
+    /// Write the row with this state (scrubbing the old bytes if asked),
+    /// then answer `T`.
+    Write { state: RowState, scrub: bool, then: T },
+    /// Answer `T` without writing.
+    Keep(T),
 }
 
-impl fmt::Debug for Proof {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::LoginTicket(_) => f.write_str("LoginTicket(<redacted>)"),
-            Self::KeyProof(_) => f.write_str("KeyProof(<redacted>)"),
+impl<T> Change<T> {
+    fn write(state: RowState, then: T) -> Self {
+        Self::Write {
+            state,
+            scrub: false,
+            then,
         }
-    }
-}
-
-/// A login ticket as issued: 32 random bytes, kept by the vault only as
-/// their SHA-256.
-pub struct LoginTicket(Zeroizing<[u8; vault_suite::LOGIN_TICKET_LEN]>);
-
-impl LoginTicket {
-    fn generate() -> Self {
-        let mut bytes = Zeroizing::new([0u8; vault_suite::LOGIN_TICKET_LEN]);
-        OsRng.fill_bytes(bytes.as_mut());
-        Self(bytes)
-    }
-
-    /// What the vault stores instead of the ticket.
-    fn hash(&self) -> [u8; 32] {
-        Sha256::digest(self.0.as_ref()).into()
-    }
-
-    pub fn expose_secret(&self) -> &[u8] {
-        self.0.as_ref()
-    }
-}
-
-impl fmt::Debug for LoginTicket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LoginTicket(<redacted>)")
     }
 }
 
@@ -117,44 +105,131 @@ impl Vault {
         self.clock.now_ms()
     }
 
-    /// Checks `proof` against the active `record` of `account`. A ticket is
-    /// consumed whether or not it fits.
-    async fn authorize(
+    /// The account's row, verified, with its revision.
+    pub(crate) async fn read(
         &self,
         account: &AccountId,
-        record: &Record,
-        proof: Option<Proof>,
-    ) -> Result<(), VaultError> {
-        match proof {
-            None => Err(VaultError::ProofRequired),
-            Some(Proof::LoginTicket(ticket)) => {
-                let ticket = exact::<{ vault_suite::LOGIN_TICKET_LEN }>(&ticket, "login_ticket")?;
-                let hash: [u8; 32] = Sha256::digest(ticket).into();
-                let Some(stored) = self.store.take_ticket(hash, account.as_str()).await? else {
-                    return Err(VaultError::InvalidTicket);
-                };
-                let fresh = stored.expires_at_ms > self.now_ms();
-                if fresh && bool::from(stored.version.ct_eq(&record.version)) {
-                    Ok(())
-                } else {
-                    Err(VaultError::InvalidTicket)
-                }
-            }
-            Some(Proof::KeyProof(proof)) => {
-                if proof.is_empty() || proof.len() > vault_suite::MAX_KEY_PROOF_LEN {
-                    return Err(VaultError::InvalidArgument(format!(
-                        "key_proof must be 1 to {} bytes",
-                        vault_suite::MAX_KEY_PROOF_LEN
-                    )));
-                }
-                let presented = vault_suite::key_proof_verifier(&proof);
-                if bool::from(presented.ct_eq(&record.key_proof_verifier)) {
-                    Ok(())
-                } else {
-                    Err(VaultError::WrongKeyProof)
+    ) -> Result<Option<(AccountRow, Revision)>, VaultError> {
+        let Some((stored, revision)) = self.store.get_row(account.as_str()).await? else {
+            return Ok(None);
+        };
+        if !self
+            .secrets
+            .row_mac_matches(account.as_str(), &stored.body, &stored.mac)
+        {
+            error!(
+                %account,
+                store = self.store.describe(),
+                "the stored row fails its MAC: it was edited outside the vault; refusing it \
+                 (restore the row from a backup of the store, or start the account over)"
+            );
+            return Err(VaultError::TamperedRecord);
+        }
+        let row = AccountRow::decode(&stored.body).ok_or(VaultError::Internal(
+            "a row with a valid MAC does not parse (written by an incompatible vault)",
+        ))?;
+        Ok(Some((row, revision)))
+    }
+
+    /// Writes `state` as the row following `current` (or the first row),
+    /// if the store is still at `expected`. False when another write won.
+    pub(crate) async fn write(
+        &self,
+        account: &AccountId,
+        current: Option<&AccountRow>,
+        state: RowState,
+        expected: Option<Revision>,
+        scrub: bool,
+    ) -> Result<bool, VaultError> {
+        let row = match current {
+            Some(current) => current.next(state),
+            None => AccountRow { version: 1, state },
+        };
+        let body = row.encode();
+        let mac = self.secrets.row_mac(account.as_str(), &body);
+        Ok(self
+            .store
+            .put_row(account.as_str(), StoredRow { body, mac }, expected, scrub)
+            .await?)
+    }
+
+    /// Applies `decide` to the current row by compare-and-swap, retrying
+    /// with the fresh row when another writer came first. `decide` must
+    /// have no side effects: it may run several times.
+    pub(crate) async fn update<T>(
+        &self,
+        account: &AccountId,
+        mut decide: impl FnMut(Option<&AccountRow>) -> Result<Change<T>, VaultError>,
+    ) -> Result<T, VaultError> {
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let current = self.read(account).await?;
+            let (row, revision) = match &current {
+                Some((row, revision)) => (Some(row), Some(*revision)),
+                None => (None, None),
+            };
+            match decide(row)? {
+                Change::Keep(then) => return Ok(then),
+                Change::Write { state, scrub, then } => {
+                    if self.write(account, row, state, revision, scrub).await? {
+                        return Ok(then);
+                    }
                 }
             }
         }
+        Err(VaultError::Store(crate::store::StoreError::Busy))
+    }
+
+    /// Keeps a short-lived item for `account` under (`kind`, `id`), MACed.
+    pub(crate) async fn put_ephemeral(
+        &self,
+        kind: EphemeralKind,
+        id: &[u8],
+        account: &AccountId,
+        payload: Vec<u8>,
+        expires_at_ms: u64,
+    ) -> Result<(), VaultError> {
+        let mac = self
+            .secrets
+            .ephemeral_mac(kind, id, account.as_str(), &payload, expires_at_ms);
+        let item = Ephemeral {
+            account: account.as_str().to_owned(),
+            payload,
+            expires_at_ms,
+            mac,
+        };
+        Ok(self
+            .store
+            .put_ephemeral(kind, id, item, self.now_ms())
+            .await?)
+    }
+
+    /// Takes the item (`kind`, `id`) of `account` if there is one (expired
+    /// or not: the caller decides), refusing one whose MAC fails.
+    pub(crate) async fn take_ephemeral(
+        &self,
+        kind: EphemeralKind,
+        id: &[u8],
+        account: &AccountId,
+    ) -> Result<Option<Ephemeral>, VaultError> {
+        let Some(item) = self
+            .store
+            .take_ephemeral(kind, id, account.as_str())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let expected = self.secrets.ephemeral_mac(
+            kind,
+            id,
+            account.as_str(),
+            &item.payload,
+            item.expires_at_ms,
+        );
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &item.mac[..])) {
+            error!(%account, kind = kind.as_str(), "a stored short-lived item fails its MAC: it was planted or edited outside the vault");
+            return Err(VaultError::TamperedRecord);
+        }
+        Ok(Some(item))
     }
 }
 
@@ -165,8 +240,8 @@ fn credential_identifier(account: &AccountId, registration_id: &[u8; 16]) -> Vec
     [account.as_str().as_bytes(), registration_id].concat()
 }
 
-fn random16() -> [u8; 16] {
-    let mut bytes = [0u8; 16];
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     OsRng.fill_bytes(&mut bytes);
     bytes
 }

@@ -1,15 +1,19 @@
-//! Registration: RegisterStart evaluates the OPRF under a fresh
-//! registration's key and keeps nothing; RegisterFinish stores the record,
-//! or replaces it (password change) given proof of the password or the key.
+//! Enabling backups: RegisterStart evaluates the OPRF under a fresh
+//! registration's key and keeps nothing; RegisterFinish stores the password
+//! registration with the backup auth key, or replaces the registration
+//! (password change) given proof; EnableKeyBackup makes a key-only record.
+//! Replacing a registration keeps the account's backup pointer.
 
 use account_token::AccountId;
 use tracing::{Span, info, instrument};
 use vault_suite::Suite;
 use vault_suite::opaque_ke::{RegistrationRequest, RegistrationUpload, ServerRegistration};
+use vault_suite::proof::{AUTH_PUBLIC_KEY_LEN, ProofOperation};
 
-use super::{Proof, Vault, credential_identifier, exact, random16};
+use super::proof::Signers;
+use super::row::{Account, Registration, RowState};
+use super::{Proof, Vault, credential_identifier, exact, random};
 use crate::error::VaultError;
-use crate::store::{Record, RecordState};
 
 /// RegisterStart's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +28,7 @@ pub struct RegisterStarted {
 pub struct RegisterFinish {
     pub registration_upload: Vec<u8>,
     pub sealed_key: Vec<u8>,
-    pub key_proof_verifier: Vec<u8>,
+    pub auth_public_key: Vec<u8>,
     pub registration_id: Vec<u8>,
     pub authorization: Option<Proof>,
 }
@@ -43,10 +47,12 @@ impl Vault {
         let request = RegistrationRequest::<Suite>::deserialize(request).map_err(|_| {
             VaultError::InvalidArgument("registration_request is not a valid OPAQUE message".into())
         })?;
-        if let Some(RecordState::Erased) = self.store.get_record(account.as_str()).await? {
+        if let Some((row, _)) = self.read(account).await?
+            && row.state == RowState::Erased
+        {
             return Err(VaultError::KeyErased);
         }
-        let registration_id = random16();
+        let registration_id = random::<16>();
         let started = ServerRegistration::<Suite>::start(
             self.secrets.setup(),
             request,
@@ -61,8 +67,8 @@ impl Vault {
         })
     }
 
-    /// OPAQUE registration upload plus the sealed key: creates the record,
-    /// or replaces the active one given `authorization`.
+    /// OPAQUE registration upload, the sealed key and the backup auth key:
+    /// creates the record, or replaces the registration given proof.
     #[instrument(skip_all, fields(account = %account, replaced))]
     pub async fn register_finish(
         &self,
@@ -87,52 +93,97 @@ impl Vault {
                 finish.sealed_key.len()
             )));
         }
-        let key_proof_verifier = exact::<{ vault_suite::KEY_PROOF_VERIFIER_LEN }>(
-            &finish.key_proof_verifier,
-            "key_proof_verifier",
-        )?;
+        let auth_public_key =
+            exact::<AUTH_PUBLIC_KEY_LEN>(&finish.auth_public_key, "auth_public_key")?;
         let registration_id = exact::<{ vault_suite::REGISTRATION_ID_LEN }>(
             &finish.registration_id,
             "registration_id",
         )?;
-
-        let record = Record {
-            version: random16(),
+        let registration = Registration {
+            version: random(),
             registration_id,
             opaque_record: ServerRegistration::finish(upload).serialize().to_vec(),
             sealed_key: finish.sealed_key,
-            key_proof_verifier,
             guesses: 0,
         };
-        let now = self.now_ms();
-        match self.store.get_record(account.as_str()).await? {
+        let operation = ProofOperation::Register {
+            registration_id: &registration_id,
+            auth_public_key: &auth_public_key,
+        };
+        let replaced = self
+            .create_or_replace(account, finish.authorization, operation, |current| Account {
+                auth_public_key,
+                registration: Some(registration.clone()),
+                committed: current.and_then(|c| c.committed),
+                pending: current.and_then(|c| c.pending),
+            })
+            .await?;
+        Span::current().record("replaced", replaced);
+        info!(replaced, "password registration stored");
+        Ok(())
+    }
+
+    /// A key-only record: the backup auth key and the pointer, no password.
+    #[instrument(skip_all, fields(account = %account, replaced))]
+    pub async fn enable_key_backup(
+        &self,
+        account: &AccountId,
+        auth_public_key: &[u8],
+        authorization: Option<Proof>,
+    ) -> Result<(), VaultError> {
+        let auth_public_key = exact::<AUTH_PUBLIC_KEY_LEN>(auth_public_key, "auth_public_key")?;
+        let operation = ProofOperation::EnableKey {
+            auth_public_key: &auth_public_key,
+        };
+        let replaced = self
+            .create_or_replace(account, authorization, operation, |current| Account {
+                auth_public_key,
+                registration: None,
+                committed: current.and_then(|c| c.committed),
+                pending: current.and_then(|c| c.pending),
+            })
+            .await?;
+        Span::current().record("replaced", replaced);
+        info!(replaced, "key-only record stored");
+        Ok(())
+    }
+
+    /// Creates the account's record from `make(None)`, or — with proof for
+    /// `operation` — replaces it with `make(Some(current))`. True when it
+    /// replaced one. Replacing a password registration scrubs the old one.
+    async fn create_or_replace(
+        &self,
+        account: &AccountId,
+        authorization: Option<Proof>,
+        operation: ProofOperation<'_>,
+        make: impl Fn(Option<&Account>) -> Account,
+    ) -> Result<bool, VaultError> {
+        match self.read(account).await? {
             None => {
-                if !self
-                    .store
-                    .create_record(account.as_str(), record, now)
-                    .await?
-                {
+                let state = RowState::Active(make(None));
+                if self.write(account, None, state, None, false).await? {
+                    Ok(false)
+                } else {
                     // Another registration won the race; this one had no proof.
-                    return Err(VaultError::RecordChanged);
+                    Err(VaultError::RecordChanged)
                 }
-                Span::current().record("replaced", false);
-                info!("vault record created");
             }
-            Some(RecordState::Erased) => return Err(VaultError::KeyErased),
-            Some(RecordState::Active(current)) => {
-                self.authorize(account, &current, finish.authorization)
+            Some((row, revision)) => {
+                let RowState::Active(current) = &row.state else {
+                    return Err(VaultError::KeyErased);
+                };
+                self.authorize(account, current, authorization, operation, Signers::Registered)
                     .await?;
-                if !self
-                    .store
-                    .replace_record(account.as_str(), current.version, record, now)
+                let state = RowState::Active(make(Some(current)));
+                if self
+                    .write(account, Some(&row), state, Some(revision), true)
                     .await?
                 {
-                    return Err(VaultError::RecordChanged);
+                    Ok(true)
+                } else {
+                    Err(VaultError::RecordChanged)
                 }
-                Span::current().record("replaced", true);
-                info!("vault record replaced; guesses reset");
             }
         }
-        Ok(())
     }
 }
