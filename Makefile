@@ -2,7 +2,18 @@
 SHELL := /bin/bash
 export E2EB_STATE_DIR ?= .state
 
-.PHONY: demo up down status test bench bench-vault fleet-bench report-screenshot build clean-state
+.PHONY: demo up down status test bench bench-vault fleet-bench report-screenshot build clean-state deps
+
+## Debian packages the build and the tests need (etcd-client's build script
+## runs protoc). Installs only what is missing.
+DEB_PACKAGES := protobuf-compiler
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 ## Build, start the stack, run simulated phones through the key and password
 ## flows, then a small fleet: 20 phones over 3 days, every lifecycle event.
@@ -11,7 +22,7 @@ demo: up
 	target/debug/device-sim fleet --devices 20 --days 3 --concurrency 8 --report-dir $(E2EB_STATE_DIR)/fleet
 
 ## Build and start local S3 and the blob gateway as processes on loopback.
-up:
+up: deps
 	deploy/stack.sh up
 
 ## Stop exactly the processes `make up` started.
@@ -26,7 +37,7 @@ build:
 
 ## Every test: unit, crate integration and end-to-end (the e2e tests start
 ## their own processes on free ports; no running stack needed).
-test:
+test: deps
 	cargo build --workspace --bins
 	cargo nextest run --workspace --no-fail-fast
 
