@@ -123,7 +123,7 @@ impl VaultSecrets {
         Ok(Self {
             setup,
             state_cipher: Aes256Gcm::new_from_slice(state_key).expect("the state key is 32 bytes"),
-            row_mac: <Hmac<Sha256>>::new_from_slice(row_key).expect("HMAC takes any key length"),
+            row_mac: <Hmac<Sha256> as Mac>::new_from_slice(row_key).expect("HMAC takes any key length"),
             public_key,
         })
     }

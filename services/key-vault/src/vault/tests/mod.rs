@@ -1,24 +1,63 @@
-//! The core without a network: an in-memory store, a manual clock, and a
-//! device-side OPAQUE client.
+//! The core without a network: an in-memory store, a manual clock, a
+//! device-side OPAQUE client and a backup auth key. Pointer and integrity
+//! cases live in their own modules.
+
+mod integrity;
+mod pointer;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use account_token::AccountId;
+use ed25519_dalek::{Signer, SigningKey};
 use rand::rngs::OsRng;
 use vault_suite::Suite;
 use vault_suite::opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ClientRegistration,
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
 };
+use vault_suite::proof::{ProofOperation, proof_message};
 
 use super::login::LoginOutcome;
 use super::register::RegisterFinish;
 use super::*;
 use crate::clock::ManualClock;
 use crate::sealing::FileSealingKey;
-use crate::store::RecordState;
 use crate::store::sqlite::SqliteStore;
+use row::{Account, RowState};
+
+/// The backup auth key of the tests' `K`.
+fn auth_key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn public(key: &SigningKey) -> [u8; 32] {
+    key.verifying_key().to_bytes()
+}
+
+/// A proof of `key` for `operation`, over a fresh challenge, as a device
+/// makes it.
+async fn signed(
+    vault: &Vault,
+    account: &AccountId,
+    key: &SigningKey,
+    operation: ProofOperation<'_>,
+) -> Proof {
+    let challenge = vault.challenge(account).await.unwrap();
+    let signature = key.sign(&proof_message(account.as_str(), &challenge, &operation));
+    Proof::KeySignature {
+        challenge: challenge.to_vec(),
+        signature: signature.to_bytes().to_vec(),
+    }
+}
+
+/// The account's active record.
+async fn account_of(vault: &Vault, account: &AccountId) -> Account {
+    match vault.read(account).await.unwrap().expect("a row").0.state {
+        RowState::Active(current) => current,
+        RowState::Erased => panic!("erased"),
+    }
+}
 
 async fn vault(max_guesses: u32) -> (Vault, ManualClock) {
     let store = SqliteStore::in_memory().unwrap();
@@ -63,7 +102,7 @@ async fn register(vault: &Vault, account: &AccountId, password: &[u8]) -> Vec<u8
     let request = RegisterFinish {
         registration_upload: finish.message.serialize().to_vec(),
         sealed_key: b"sealed by the client".to_vec(),
-        key_proof_verifier: vault_suite::key_proof_verifier(b"proof").to_vec(),
+        auth_public_key: public(&auth_key(1)).to_vec(),
         registration_id: started.registration_id.to_vec(),
         authorization: None,
     };
@@ -180,68 +219,163 @@ async fn wrong_password_counts_down_to_erasure() {
 }
 
 #[tokio::test]
-async fn tickets_are_bound_to_the_record_version_and_expire() {
+async fn tickets_are_single_use_bound_to_the_registration_and_expire() {
     let (vault, clock) = vault(10).await;
     register(&vault, &alice(), b"pw").await;
     let ticket = |outcome: LoginOutcome| match outcome {
         LoginOutcome::Success { login_ticket, .. } => login_ticket.expose_secret().to_vec(),
         LoginOutcome::WrongPassword { .. } => panic!("login failed"),
     };
-    let Some(RecordState::Active(record)) = vault.store.get_record("alice").await.unwrap() else {
-        panic!("no record")
+    let record = account_of(&vault, &alice()).await;
+    let authorize = |record: Account, proof: Proof| {
+        let vault = vault.clone();
+        async move {
+            vault
+                .authorize(
+                    &alice(),
+                    &record,
+                    Some(proof),
+                    ProofOperation::Delete,
+                    proof::Signers::Registered,
+                )
+                .await
+        }
     };
     let first = ticket(login(&vault, &alice(), b"pw").await.0);
-    vault
-        .authorize(&alice(), &record, Some(Proof::LoginTicket(first.clone())))
+    authorize(record.clone(), Proof::LoginTicket(first.clone()))
         .await
         .unwrap();
     // Single use.
     assert!(matches!(
-        vault
-            .authorize(&alice(), &record, Some(Proof::LoginTicket(first)))
-            .await,
+        authorize(record.clone(), Proof::LoginTicket(first)).await,
         Err(VaultError::InvalidTicket)
     ));
-    // For another version of the record.
+    // For another registration.
     let second = ticket(login(&vault, &alice(), b"pw").await.0);
     let mut other = record.clone();
-    other.version = [0; 16];
+    other.registration.as_mut().unwrap().version = [0; 16];
     assert!(matches!(
-        vault
-            .authorize(&alice(), &other, Some(Proof::LoginTicket(second)))
-            .await,
+        authorize(other, Proof::LoginTicket(second)).await,
         Err(VaultError::InvalidTicket)
     ));
     // Expired.
     let third = ticket(login(&vault, &alice(), b"pw").await.0);
     clock.advance(std::time::Duration::from_secs(300));
     assert!(matches!(
-        vault
-            .authorize(&alice(), &record, Some(Proof::LoginTicket(third)))
-            .await,
+        authorize(record.clone(), Proof::LoginTicket(third)).await,
         Err(VaultError::InvalidTicket)
     ));
     // Malformed.
     assert!(matches!(
-        vault
-            .authorize(&alice(), &record, Some(Proof::LoginTicket(vec![1; 31])))
-            .await,
+        authorize(record, Proof::LoginTicket(vec![1; 31])).await,
         Err(VaultError::InvalidArgument(_))
     ));
+}
+
+#[tokio::test]
+async fn key_signatures_are_single_use_and_bound_to_key_operation_and_time() {
+    let (vault, clock) = vault(10).await;
+    register(&vault, &alice(), b"pw").await;
+    let record = account_of(&vault, &alice()).await;
+    let check = |proof: Proof| {
+        let (vault, record) = (vault.clone(), record.clone());
+        async move {
+            vault
+                .authorize(
+                    &alice(),
+                    &record,
+                    Some(proof),
+                    ProofOperation::Delete,
+                    proof::Signers::Registered,
+                )
+                .await
+        }
+    };
+    // The honest proof works once.
+    let good = signed(&vault, &alice(), &auth_key(1), ProofOperation::Delete).await;
+    let Proof::KeySignature {
+        challenge,
+        signature,
+    } = &good
+    else {
+        unreachable!()
+    };
+    let replay = Proof::KeySignature {
+        challenge: challenge.clone(),
+        signature: signature.clone(),
+    };
+    check(good).await.unwrap();
     assert!(matches!(
-        vault
-            .authorize(&alice(), &record, Some(Proof::KeyProof(vec![])))
-            .await,
-        Err(VaultError::InvalidArgument(_))
+        check(replay).await,
+        Err(VaultError::ChallengeUnknown)
     ));
-    vault
-        .authorize(&alice(), &record, Some(Proof::KeyProof(b"proof".to_vec())))
-        .await
-        .unwrap();
+    // Another key, or a signature made for another operation.
+    let other_key = signed(&vault, &alice(), &auth_key(2), ProofOperation::Delete).await;
+    assert!(matches!(
+        check(other_key).await,
+        Err(VaultError::BadKeySignature)
+    ));
+    let pk = public(&auth_key(1));
+    let other_op = signed(
+        &vault,
+        &alice(),
+        &auth_key(1),
+        ProofOperation::EnableKey {
+            auth_public_key: &pk,
+        },
+    )
+    .await;
+    assert!(matches!(
+        check(other_op).await,
+        Err(VaultError::BadKeySignature)
+    ));
+    // A challenge issued to another account, or one that expired.
+    let bob = AccountId::new("bob").unwrap();
+    let challenge = vault.challenge(&bob).await.unwrap();
+    let foreign = Proof::KeySignature {
+        challenge: challenge.to_vec(),
+        signature: auth_key(1)
+            .sign(&proof_message("alice", &challenge, &ProofOperation::Delete))
+            .to_bytes()
+            .to_vec(),
+    };
+    assert!(matches!(
+        check(foreign).await,
+        Err(VaultError::ChallengeUnknown)
+    ));
+    let late = signed(&vault, &alice(), &auth_key(1), ProofOperation::Delete).await;
+    clock.advance(std::time::Duration::from_secs(61));
+    assert!(matches!(check(late).await, Err(VaultError::ChallengeUnknown)));
     assert_eq!(
-        format!("{:?}", Proof::KeyProof(b"proof".to_vec())),
-        "KeyProof(<redacted>)"
+        format!("{:?}", Proof::LoginTicket(vec![1; 32])),
+        "LoginTicket(<redacted>)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_logins_spend_exactly_the_limit() {
+    let (vault, _) = vault(5).await;
+    register(&vault, &alice(), b"pw").await;
+    let starts = (0..30).map(|_| {
+        let vault = vault.clone();
+        tokio::spawn(async move {
+            let request = ClientLogin::<Suite>::start(&mut OsRng, b"guess")
+                .unwrap()
+                .message
+                .serialize();
+            vault.login_start(&alice(), &request).await
+        })
+    });
+    let mut counted = 0;
+    for start in starts.collect::<Vec<_>>() {
+        match start.await.unwrap() {
+            Ok(_) => counted += 1,
+            Err(VaultError::KeyErased) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(counted, 5, "exactly the limit is evaluated");
+    assert!(vault.read(&alice()).await.unwrap().unwrap().0.state == RowState::Erased);
 }
 
 #[tokio::test]
