@@ -30,9 +30,10 @@ pub enum KeyPurpose {
     ChunkId,
     /// Names the key in the clear (see [`RootKey::key_id`]).
     KeyId,
-    /// Proves knowledge of `K` to the key vault (password change, delete);
-    /// the vault stores only its SHA-256.
-    VaultProof,
+    /// The seed of the backup auth key: the Ed25519 key pair whose
+    /// signatures prove knowledge of `K` to the key vault (password change,
+    /// delete, backup pointer); the vault stores only the public half.
+    VaultAuth,
 }
 
 impl KeyPurpose {
@@ -40,7 +41,7 @@ impl KeyPurpose {
         match self {
             KeyPurpose::FileData => b"e2e-backups v1 file data",
             KeyPurpose::Manifest => b"e2e-backups v1 manifest",
-            KeyPurpose::VaultProof => b"e2e-backups v1 vault proof",
+            KeyPurpose::VaultAuth => b"e2e-backups v2 vault auth signing key",
             KeyPurpose::ChunkId => b"e2e-backups v1 chunk id",
             KeyPurpose::KeyId => b"e2e-backups v1 key id",
         }
@@ -125,6 +126,17 @@ impl RootKey {
         derived.expose_secret()[..8]
             .try_into()
             .expect("a derived key has 32 bytes")
+    }
+
+    /// The backup auth key: an Ed25519 signing key derived from `K`.
+    /// Zeroized on drop; its public half is what the vault registers.
+    pub fn auth_key(&self) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(self.derive(KeyPurpose::VaultAuth).expose_secret())
+    }
+
+    /// The public half of [`Self::auth_key`].
+    pub fn auth_public_key(&self) -> [u8; 32] {
+        self.auth_key().verifying_key().to_bytes()
     }
 
     /// Derives the key for `purpose` with HKDF-SHA256.
@@ -215,6 +227,24 @@ mod tests {
         let shown = format!("{key:?} {:?}", key.derive(KeyPurpose::FileData));
         assert!(!shown.contains("5a") && !shown.contains("90"), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn the_auth_key_is_derived_from_k_alone() {
+        let key = RootKey::from_bytes([3; 32]);
+        assert_eq!(
+            key.auth_public_key(),
+            RootKey::from_bytes([3; 32]).auth_public_key()
+        );
+        assert_ne!(
+            key.auth_public_key(),
+            RootKey::from_bytes([4; 32]).auth_public_key()
+        );
+        // The seed is not any other purpose's key.
+        assert_ne!(
+            key.auth_key().to_bytes(),
+            *key.derive(KeyPurpose::Manifest).expose_secret()
+        );
     }
 
     #[test]

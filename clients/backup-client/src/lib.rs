@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod chunking;
 pub mod device_files;
+pub mod freshness;
 pub mod gateway;
 pub mod key;
 pub mod manifest;

@@ -84,6 +84,7 @@ pub async fn begin_with_vault(
         .register_keys(
             password,
             &[new_key, old_key],
+            old_key,
             Some(Proof::BackupKey(old_key)),
         )
         .await
@@ -96,6 +97,11 @@ pub async fn finish_with_vault(
     new_key: &RootKey,
 ) -> Result<(), VaultError> {
     vault
-        .register_keys(password, &[new_key], Some(Proof::BackupKey(new_key)))
+        .register_keys(
+            password,
+            &[new_key],
+            new_key,
+            Some(Proof::BackupKey(new_key)),
+        )
         .await
 }

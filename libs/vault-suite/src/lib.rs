@@ -90,6 +90,8 @@ pub const REASON_SESSION_EXPIRED: &str = "session-expired";
 pub const REASON_RECORD_CHANGED: &str = "record-changed";
 /// The challenge of a key signature is unknown, used or expired.
 pub const REASON_CHALLENGE_UNKNOWN: &str = "challenge-unknown";
+/// NOT_FOUND for a login on an account that has a key-only record.
+pub const REASON_NO_PASSWORD: &str = "no-password";
 /// A pointer update does not follow the stored backup pointer.
 pub const REASON_POINTER_STALE: &str = "pointer-stale";
 

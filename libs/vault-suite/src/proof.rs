@@ -143,7 +143,12 @@ mod tests {
 
     use super::*;
 
-    fn sign(key: &SigningKey, account: &str, challenge: &[u8; 32], op: &ProofOperation) -> [u8; 64] {
+    fn sign(
+        key: &SigningKey,
+        account: &str,
+        challenge: &[u8; 32],
+        op: &ProofOperation,
+    ) -> [u8; 64] {
         key.sign(&proof_message(account, challenge, op)).to_bytes()
     }
 
@@ -157,7 +162,10 @@ mod tests {
             digest: &digest,
         };
         let signature = sign(&key, "alice", &[1; 32], &op);
-        assert_eq!(verify_proof(&public, "alice", &[1; 32], &op, &signature), Ok(()));
+        assert_eq!(
+            verify_proof(&public, "alice", &[1; 32], &op, &signature),
+            Ok(())
+        );
 
         let other_gen = ProofOperation::Confirm {
             generation: 5,
@@ -184,7 +192,13 @@ mod tests {
         let digest = [4; 32];
         let messages = [
             proof_message("a", &[0; 32], &ProofOperation::Delete),
-            proof_message("a", &[0; 32], &ProofOperation::EnableKey { auth_public_key: &pk }),
+            proof_message(
+                "a",
+                &[0; 32],
+                &ProofOperation::EnableKey {
+                    auth_public_key: &pk,
+                },
+            ),
             proof_message(
                 "a",
                 &[0; 32],

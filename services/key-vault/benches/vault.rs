@@ -41,7 +41,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use e2eb_proto::vault::v1 as pb;
+use e2eb_proto::vault::v2 as pb;
 use rand::rngs::OsRng;
 use support::*;
 use vault_suite::Suite;
@@ -241,7 +241,10 @@ async fn through_grpc(vault: &TestVault, iterations: usize) {
         let request = client.request(pb::RegisterFinishRequest {
             registration_upload: finish.message.serialize().to_vec(),
             sealed_key: vec![7; 60],
-            key_proof_verifier: vec![1; 32],
+            auth_public_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .to_bytes()
+                .to_vec(),
             authorization: None,
             registration_id: started.registration_id,
         });

@@ -6,8 +6,9 @@ use tonic::Status;
 use tonic::metadata::MetadataValue;
 use tracing::{error, warn};
 use vault_suite::{
-    REASON_CHALLENGE_UNKNOWN, REASON_KEY_ERASED, REASON_METADATA_KEY, REASON_POINTER_STALE,
-    REASON_PROOF_REQUIRED, REASON_RECORD_CHANGED, REASON_SESSION_EXPIRED, REASON_SESSION_UNKNOWN,
+    REASON_CHALLENGE_UNKNOWN, REASON_KEY_ERASED, REASON_METADATA_KEY, REASON_NO_PASSWORD,
+    REASON_POINTER_STALE, REASON_PROOF_REQUIRED, REASON_RECORD_CHANGED, REASON_SESSION_EXPIRED,
+    REASON_SESSION_UNKNOWN,
 };
 
 use crate::store::StoreError;
@@ -84,7 +85,10 @@ impl From<VaultError> for Status {
         let message = error.to_string();
         match error {
             VaultError::InvalidArgument(_) => Status::invalid_argument(message),
-            VaultError::NotFound | VaultError::NoPassword => Status::not_found(message),
+            VaultError::NotFound => Status::not_found(message),
+            VaultError::NoPassword => {
+                with_reason(tonic::Code::NotFound, message, REASON_NO_PASSWORD)
+            }
             VaultError::KeyErased => with_reason(FailedPrecondition, message, REASON_KEY_ERASED),
             VaultError::ProofRequired => {
                 with_reason(FailedPrecondition, message, REASON_PROOF_REQUIRED)
@@ -145,8 +149,14 @@ mod tests {
             ),
             (VaultError::NotFound, tonic::Code::NotFound),
             (VaultError::NoPassword, tonic::Code::NotFound),
-            (VaultError::ChallengeUnknown, tonic::Code::FailedPrecondition),
-            (VaultError::PointerStale("x".into()), tonic::Code::FailedPrecondition),
+            (
+                VaultError::ChallengeUnknown,
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                VaultError::PointerStale("x".into()),
+                tonic::Code::FailedPrecondition,
+            ),
             (VaultError::TamperedRecord, tonic::Code::DataLoss),
             (VaultError::BadKeySignature, tonic::Code::PermissionDenied),
             (VaultError::ProofRequired, tonic::Code::FailedPrecondition),
@@ -169,11 +179,9 @@ mod tests {
             let status = Status::from(error);
             assert_eq!(status.code(), code, "{name}");
             let has_reason = status.metadata().get("e2eb-reason").is_some();
-            assert_eq!(
-                has_reason,
-                code == tonic::Code::FailedPrecondition,
-                "{name}"
-            );
+            let reason_expected =
+                code == tonic::Code::FailedPrecondition || name.starts_with("NoPassword");
+            assert_eq!(has_reason, reason_expected, "{name}");
         }
     }
 }

@@ -12,8 +12,8 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::Sha256;
 use rand::rngs::OsRng;
+use sha2::Sha256;
 use vault_suite::Suite;
 use vault_suite::opaque_ke::ServerSetup;
 use zeroize::Zeroizing;
@@ -123,7 +123,8 @@ impl VaultSecrets {
         Ok(Self {
             setup,
             state_cipher: Aes256Gcm::new_from_slice(state_key).expect("the state key is 32 bytes"),
-            row_mac: <Hmac<Sha256> as Mac>::new_from_slice(row_key).expect("HMAC takes any key length"),
+            row_mac: <Hmac<Sha256> as Mac>::new_from_slice(row_key)
+                .expect("HMAC takes any key length"),
             public_key,
         })
     }

@@ -243,12 +243,7 @@ impl KeyVault for KeyVaultService {
         let backup = request.backup.ok_or_else(|| missing("backup"))?;
         let proof = required_signature(request.signature)?;
         self.vault
-            .confirm(
-                &account,
-                backup.generation,
-                &backup.manifest_digest,
-                proof,
-            )
+            .confirm(&account, backup.generation, &backup.manifest_digest, proof)
             .await?;
         Ok(Response::new(pb::ConfirmPendingResponse {}))
     }

@@ -8,7 +8,6 @@ mod support;
 
 use std::time::Duration;
 
-use e2eb_proto::vault::v1::authorization::Proof;
 use support::*;
 use tonic::Code;
 
@@ -20,14 +19,24 @@ fn db(vault: &TestVault) -> rusqlite::Connection {
     rusqlite::Connection::open(vault.dir.join("vault/vault.db")).unwrap()
 }
 
-fn stored_state(vault: &TestVault, account: &str) -> Option<(String, i64)> {
-    db(vault)
+/// The account's row as an operator reads it from the database.
+fn stored_row(vault: &TestVault, account: &str) -> Option<serde_json::Value> {
+    let body: String = db(vault)
         .query_row(
-            "SELECT state, guesses FROM records WHERE account = ?1",
+            "SELECT body FROM accounts WHERE account = ?1",
             [account],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| row.get(0),
         )
-        .ok()
+        .ok()?;
+    Some(serde_json::from_str(&body).expect("rows are JSON"))
+}
+
+/// The row's state and guess count.
+fn stored_state(vault: &TestVault, account: &str) -> Option<(String, i64)> {
+    let row = stored_row(vault, account)?;
+    let state = row["state"].as_str().expect("a state").to_string();
+    let guesses = row["registration"]["guesses"].as_i64().unwrap_or(0);
+    Some((state, guesses))
 }
 
 #[tokio::test]
@@ -69,15 +78,18 @@ async fn register_login_and_unseal_round_trip() {
 
     // The vault holds exactly the client's ciphertext, and neither the key
     // nor the password is anywhere in its files.
-    let (sealed, guesses): (Vec<u8>, i64) = db(&vault)
-        .query_row(
-            "SELECT sealed_key, guesses FROM records WHERE account = 'alice'",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .unwrap();
+    let row = stored_row(&vault, "alice").unwrap();
+    let sealed = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        row["registration"]["sealed_key"].as_str().unwrap(),
+    )
+    .unwrap();
     assert_eq!(sealed, registration.sealed_key);
-    assert_eq!(guesses, 0, "a successful login resets the count");
+    assert_eq!(
+        stored_state(&vault, "alice"),
+        Some(("active".into(), 0)),
+        "a successful login resets the count"
+    );
     for entry in std::fs::read_dir(dir.path().join("vault")).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
         for needle in [
@@ -119,7 +131,7 @@ async fn wrong_passwords_count_down_and_erase_after_exactly_n() {
     );
     assert_reason(
         alice
-            .delete(Some(Proof::KeyProof(KEY_PROOF.to_vec())), false)
+            .delete(Some(Auth::Key(KEY_PROOF.to_vec())), false)
             .await,
         "key-erased",
     );
@@ -157,14 +169,14 @@ async fn a_bad_client_mac_is_a_wrong_guess() {
         .unwrap();
     assert!(matches!(
         wrong.outcome,
-        Some(e2eb_proto::vault::v1::login_finish_response::Outcome::WrongPassword(ref w))
+        Some(e2eb_proto::vault::v2::login_finish_response::Outcome::WrongPassword(ref w))
             if w.guesses_remaining == 1 && !w.key_erased
     ));
     let pending = alice.login_start(PASSWORD).await.unwrap();
     let wrong = alice.finish_raw(&pending.session_id, mac).await.unwrap();
     assert!(matches!(
         wrong.outcome,
-        Some(e2eb_proto::vault::v1::login_finish_response::Outcome::WrongPassword(ref w))
+        Some(e2eb_proto::vault::v2::login_finish_response::Outcome::WrongPassword(ref w))
             if w.guesses_remaining == 0 && w.key_erased
     ));
     assert_reason(alice.login_start(PASSWORD).await, "key-erased");
@@ -355,7 +367,7 @@ async fn malformed_inputs_are_refused_without_counting_a_guess() {
         .register(PASSWORD, &random_key(), KEY_PROOF, None)
         .await
         .unwrap();
-    use e2eb_proto::vault::v1 as pb;
+    use e2eb_proto::vault::v2 as pb;
 
     for bad in [vec![], vec![0; 95], vec![0; 97], vec![0xff; 96]] {
         let request = alice.request(pb::LoginStartRequest {
@@ -373,7 +385,7 @@ async fn malformed_inputs_are_refused_without_counting_a_guess() {
     let request = alice.request(pb::RegisterFinishRequest {
         registration_upload: vec![0; 192],
         sealed_key: vec![0; vault_suite::MAX_SEALED_KEY_LEN + 1],
-        key_proof_verifier: vec![0; 32],
+        auth_public_key: vec![0; 32],
         authorization: None,
         registration_id: vec![0; 16],
     });

@@ -2,11 +2,15 @@
 //! with `opaque-ke`, the backup key sealed under the OPAQUE export key, the
 //! pinned vault key, and errors that tell the user what happened.
 //!
-//! One module per operation: [`register`] (enable backups with a password,
-//! or change it), [`recover`] (log in and unseal the key), [`delete`]
-//! (disable backups, or start over).
+//! One module per operation: [`register`] (enable backups with a password
+//! or a key, or change the password), [`recover`] (log in and unseal the
+//! key), [`delete`] (disable backups, or start over), [`pointer`] (the
+//! backup pointer that lets any device detect a rolled-back or substituted
+//! backup). Proof of the key is an Ed25519 signature over a fresh vault
+//! challenge (`vault_suite::proof`): nothing replayable crosses the wire.
 
 mod delete;
+mod pointer;
 mod recover;
 mod register;
 mod secrets;
@@ -14,17 +18,22 @@ mod secrets;
 use std::fmt;
 use std::time::Duration;
 
-use e2eb_proto::vault::v1::key_vault_client::KeyVaultClient;
-use e2eb_proto::vault::v1::{Authorization, GetVaultInfoRequest, authorization};
+use e2eb_proto::vault::v2::key_vault_client::KeyVaultClient;
+use e2eb_proto::vault::v2::{
+    Authorization, GetChallengeRequest, GetVaultInfoRequest, KeySignature, authorization,
+};
+use ed25519_dalek::Signer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use vault_suite::argon2::Argon2;
+use vault_suite::proof::{CHALLENGE_LEN, ProofOperation, proof_message};
 use zeroize::Zeroizing;
 
 use crate::gateway::BearerToken;
-use crate::key::{KeyPurpose, RootKey};
+use crate::key::RootKey;
 
+pub use pointer::{BackupRef, PendingBackup, Pointer};
 pub use recover::Recovered;
 pub use secrets::{Password, UnsealError};
 
@@ -57,14 +66,23 @@ pub enum VaultError {
         "the backup key was erased after too many wrong password guesses; this backup can never be restored. Start over to enable new backups"
     )]
     KeyErased,
-    #[error("no backup password is set up for this account")]
+    #[error("backups are not enabled for this account in the key vault")]
     NotRegistered,
+    #[error("this account has no backup password: it uses the 64-digit key")]
+    NoPassword,
     #[error(
         "a backup password is already set; prove the current password or the 64-digit key to change it"
     )]
     ProofRequired,
     #[error("the vault refused the proof (wrong key, or a login ticket that expired or was used)")]
     ProofRejected,
+    #[error("the backup pointer in the vault moved while this device worked ({0}); start again")]
+    PointerStale(String),
+    #[error(
+        "the key vault's record for this account failed its integrity check (edited outside the \
+         vault); the vault refuses to use it. Contact the operator, or start over"
+    )]
+    RecordTampered,
     #[error(
         "the vault presented public key {presented}, not the pinned {pinned}; refusing to talk to it (possible impostor)"
     )]
@@ -81,7 +99,10 @@ pub enum VaultError {
 
 impl VaultError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, VaultError::Unavailable(_) | VaultError::SessionLost)
+        matches!(
+            self,
+            VaultError::Unavailable(_) | VaultError::SessionLost | VaultError::PointerStale(_)
+        )
     }
 }
 
@@ -102,8 +123,13 @@ impl From<Status> for VaultError {
             (Code::FailedPrecondition, vault_suite::REASON_PROOF_REQUIRED) => {
                 VaultError::ProofRequired
             }
+            (Code::FailedPrecondition, vault_suite::REASON_POINTER_STALE) => {
+                VaultError::PointerStale(message)
+            }
             (Code::FailedPrecondition, _) => VaultError::SessionLost,
+            (Code::NotFound, vault_suite::REASON_NO_PASSWORD) => VaultError::NoPassword,
             (Code::NotFound, _) => VaultError::NotRegistered,
+            (Code::DataLoss, _) => VaultError::RecordTampered,
             (Code::PermissionDenied, _) => VaultError::ProofRejected,
             (Code::Unauthenticated, _) => VaultError::Unauthenticated(message),
             (Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled, _) => {
@@ -120,22 +146,12 @@ impl From<tonic::transport::Error> for VaultError {
     }
 }
 
-/// How the device proves it may replace or delete an existing record.
+/// How the device proves it may change or delete an existing record.
 pub enum Proof<'a> {
     /// A ticket from a login that just succeeded (proof of the password).
     LoginTicket(&'a LoginTicket),
-    /// Proof derived from the backup key (the user has the 64-digit key).
+    /// A signature with the backup auth key derived from `K`.
     BackupKey(&'a RootKey),
-}
-
-impl Proof<'_> {
-    fn to_wire(&self) -> Authorization {
-        let proof = match self {
-            Proof::LoginTicket(ticket) => authorization::Proof::LoginTicket(ticket.0.to_vec()),
-            Proof::BackupKey(key) => authorization::Proof::KeyProof(key_proof(key).to_vec()),
-        };
-        Authorization { proof: Some(proof) }
-    }
 }
 
 /// Single-use proof of a successful login, valid for a few minutes.
@@ -145,10 +161,6 @@ impl fmt::Debug for LoginTicket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LoginTicket(<redacted>)")
     }
-}
-
-fn key_proof(key: &RootKey) -> Zeroizing<[u8; 32]> {
-    Zeroizing::new(*key.derive(KeyPurpose::VaultProof).expose_secret())
 }
 
 type Inner = KeyVaultClient<InterceptedService<Channel, BearerToken>>;
@@ -208,6 +220,49 @@ impl VaultClient {
             .await?
             .into_inner();
         Ok((info.fingerprint, info.max_guesses))
+    }
+
+    /// A signature with `key`'s backup auth key for `operation`, over a
+    /// challenge fetched for it.
+    async fn sign(
+        &self,
+        key: &RootKey,
+        operation: ProofOperation<'_>,
+    ) -> Result<KeySignature, VaultError> {
+        let challenge = self
+            .inner
+            .clone()
+            .get_challenge(GetChallengeRequest {})
+            .await?
+            .into_inner()
+            .challenge;
+        let challenge: [u8; CHALLENGE_LEN] = challenge
+            .as_slice()
+            .try_into()
+            .map_err(|_| VaultError::Protocol("the vault's challenge has the wrong size".into()))?;
+        let message = proof_message(&self.account, &challenge, &operation);
+        Ok(KeySignature {
+            challenge: challenge.to_vec(),
+            signature: key.auth_key().sign(&message).to_bytes().to_vec(),
+        })
+    }
+
+    /// `proof` on the wire, for `operation`.
+    async fn authorization(
+        &self,
+        proof: Option<Proof<'_>>,
+        operation: ProofOperation<'_>,
+    ) -> Result<Option<Authorization>, VaultError> {
+        let proof = match proof {
+            None => return Ok(None),
+            Some(Proof::LoginTicket(ticket)) => {
+                authorization::Proof::LoginTicket(ticket.0.to_vec())
+            }
+            Some(Proof::BackupKey(key)) => {
+                authorization::Proof::KeySignature(self.sign(key, operation).await?)
+            }
+        };
+        Ok(Some(Authorization { proof: Some(proof) }))
     }
 
     /// Checks the key the vault advertises against the pin before any

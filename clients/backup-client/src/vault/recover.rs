@@ -1,7 +1,7 @@
 //! Recover the backup key with the password: OPAQUE login, then unseal.
 //! Every attempt costs one of the account's limited guesses.
 
-use e2eb_proto::vault::v1::{LoginFinishRequest, LoginStartRequest, login_finish_response};
+use e2eb_proto::vault::v2::{LoginFinishRequest, LoginStartRequest, login_finish_response};
 use rand::rngs::OsRng;
 use tracing::info;
 use vault_suite::Suite;

@@ -418,7 +418,12 @@ mod tests {
             body: b"{\"kept\":true}".to_vec(),
             mac: [5; 32],
         };
-        assert!(store.put_row("kept", row.clone(), None, false).await.unwrap());
+        assert!(
+            store
+                .put_row("kept", row.clone(), None, false)
+                .await
+                .unwrap()
+        );
         drop(store);
         let reopened = SqliteStore::open(&path).unwrap();
         assert_eq!(reopened.get_row("kept").await.unwrap().unwrap().0, row);

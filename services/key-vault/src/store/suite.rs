@@ -48,12 +48,20 @@ async fn rows_are_written_by_compare_and_swap(store: &dyn RecordStore, account: 
     );
     let (stored, first) = store.get_row(account).await.unwrap().unwrap();
     assert_eq!(stored, row("a"));
-    assert!(store.put_row(account, row("cc"), Some(first), true).await.unwrap());
+    assert!(
+        store
+            .put_row(account, row("cc"), Some(first), true)
+            .await
+            .unwrap()
+    );
     let (stored, second) = store.get_row(account).await.unwrap().unwrap();
     assert_eq!(stored, row("cc"));
     assert_ne!(first, second);
     assert!(
-        !store.put_row(account, row("ddd"), Some(first), false).await.unwrap(),
+        !store
+            .put_row(account, row("ddd"), Some(first), false)
+            .await
+            .unwrap(),
         "a stale revision writes nothing"
     );
     assert_eq!(store.get_row(account).await.unwrap().unwrap().0, row("cc"));
@@ -70,7 +78,10 @@ async fn a_deleted_row_never_reuses_a_revision(store: &dyn RecordStore, account:
     let (_, new) = store.get_row(account).await.unwrap().unwrap();
     assert_ne!(old, new);
     assert!(
-        !store.put_row(account, row("c"), Some(old), false).await.unwrap(),
+        !store
+            .put_row(account, row("c"), Some(old), false)
+            .await
+            .unwrap(),
         "a writer holding the deleted row's revision must not overwrite the new row"
     );
 }
@@ -78,14 +89,20 @@ async fn a_deleted_row_never_reuses_a_revision(store: &dyn RecordStore, account:
 async fn ephemerals_are_taken_once_by_their_account(store: &dyn RecordStore, account: &str) {
     let kind = EphemeralKind::LoginTicket;
     let other = format!("{account}-other");
-    store.put_ephemeral(kind, b"id-1", item(account, 1_000), 10).await.unwrap();
+    store
+        .put_ephemeral(kind, b"id-1", item(account, 1_000), 10)
+        .await
+        .unwrap();
     assert_eq!(
         store.take_ephemeral(kind, b"id-1", &other).await.unwrap(),
         None,
         "another account cannot take it"
     );
     assert_eq!(
-        store.take_ephemeral(EphemeralKind::Challenge, b"id-1", account).await.unwrap(),
+        store
+            .take_ephemeral(EphemeralKind::Challenge, b"id-1", account)
+            .await
+            .unwrap(),
         None,
         "kinds do not mix"
     );
@@ -93,25 +110,45 @@ async fn ephemerals_are_taken_once_by_their_account(store: &dyn RecordStore, acc
         store.take_ephemeral(kind, b"id-1", account).await.unwrap(),
         Some(item(account, 1_000))
     );
-    assert_eq!(store.take_ephemeral(kind, b"id-1", account).await.unwrap(), None);
+    assert_eq!(
+        store.take_ephemeral(kind, b"id-1", account).await.unwrap(),
+        None
+    );
 
     // Expired items are dropped by later writes.
-    store.put_ephemeral(kind, b"old", item(account, 20), 10).await.unwrap();
-    store.put_ephemeral(kind, b"new", item(account, 5_000), 30).await.unwrap();
-    assert_eq!(store.take_ephemeral(kind, b"old", account).await.unwrap(), None);
+    store
+        .put_ephemeral(kind, b"old", item(account, 20), 10)
+        .await
+        .unwrap();
+    store
+        .put_ephemeral(kind, b"new", item(account, 5_000), 30)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_ephemeral(kind, b"old", account).await.unwrap(),
+        None
+    );
 
     // Deleting the account's row drops its items.
     assert!(store.put_row(account, row("x"), None, false).await.unwrap());
     let (_, revision) = store.get_row(account).await.unwrap().unwrap();
     assert!(store.delete_row(account, revision).await.unwrap());
-    assert_eq!(store.take_ephemeral(kind, b"new", account).await.unwrap(), None);
+    assert_eq!(
+        store.take_ephemeral(kind, b"new", account).await.unwrap(),
+        None
+    );
 }
 
 /// Many writers increment one counter by compare-and-swap with retries:
 /// no increment may be lost. Needs a store that can be shared.
 pub async fn concurrent_writers_lose_no_update(store: Arc<dyn RecordStore>) {
     let account = format!("suite{}-race", rand::random::<u32>());
-    assert!(store.put_row(&account, row("0"), None, false).await.unwrap());
+    assert!(
+        store
+            .put_row(&account, row("0"), None, false)
+            .await
+            .unwrap()
+    );
     let writers = (0..40).map(|_| {
         let (store, account) = (Arc::clone(&store), account.clone());
         tokio::spawn(async move {
@@ -119,7 +156,11 @@ pub async fn concurrent_writers_lose_no_update(store: Arc<dyn RecordStore>) {
                 let (current, revision) = store.get_row(&account).await.unwrap().unwrap();
                 let count: u32 = std::str::from_utf8(&current.body).unwrap().parse().unwrap();
                 let next = row(&(count + 1).to_string());
-                if store.put_row(&account, next, Some(revision), false).await.unwrap() {
+                if store
+                    .put_row(&account, next, Some(revision), false)
+                    .await
+                    .unwrap()
+                {
                     break;
                 }
             }

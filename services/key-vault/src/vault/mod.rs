@@ -63,7 +63,11 @@ pub struct VaultInfo {
 pub(crate) enum Change<T> {
     /// Write the row with this state (scrubbing the old bytes if asked),
     /// then answer `T`.
-    Write { state: RowState, scrub: bool, then: T },
+    Write {
+        state: RowState,
+        scrub: bool,
+        then: T,
+    },
     /// Answer `T` without writing.
     Keep(T),
 }

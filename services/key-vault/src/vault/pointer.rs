@@ -81,7 +81,13 @@ impl Vault {
             ..current
         };
         if !self
-            .write(account, Some(&row), RowState::Active(next), Some(revision), false)
+            .write(
+                account,
+                Some(&row),
+                RowState::Active(next),
+                Some(revision),
+                false,
+            )
             .await?
         {
             return Err(VaultError::RecordChanged);
@@ -141,7 +147,13 @@ impl Vault {
             ..current
         };
         if !self
-            .write(account, Some(&row), RowState::Active(next), Some(revision), false)
+            .write(
+                account,
+                Some(&row),
+                RowState::Active(next),
+                Some(revision),
+                false,
+            )
             .await?
         {
             return Err(VaultError::RecordChanged);

@@ -24,7 +24,10 @@ pub enum Proof {
     /// A ticket from a successful login (proof of the password).
     LoginTicket(Vec<u8>),
     /// A signature with the backup auth key over a vault challenge.
-    KeySignature { challenge: Vec<u8>, signature: Vec<u8> },
+    KeySignature {
+        challenge: Vec<u8>,
+        signature: Vec<u8>,
+    },
 }
 
 impl fmt::Debug for Proof {

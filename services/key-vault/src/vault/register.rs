@@ -111,11 +111,13 @@ impl Vault {
             auth_public_key: &auth_public_key,
         };
         let replaced = self
-            .create_or_replace(account, finish.authorization, operation, |current| Account {
-                auth_public_key,
-                registration: Some(registration.clone()),
-                committed: current.and_then(|c| c.committed),
-                pending: current.and_then(|c| c.pending),
+            .create_or_replace(account, finish.authorization, operation, |current| {
+                Account {
+                    auth_public_key,
+                    registration: Some(registration.clone()),
+                    committed: current.and_then(|c| c.committed),
+                    pending: current.and_then(|c| c.pending),
+                }
             })
             .await?;
         Span::current().record("replaced", replaced);
@@ -172,8 +174,14 @@ impl Vault {
                 let RowState::Active(current) = &row.state else {
                     return Err(VaultError::KeyErased);
                 };
-                self.authorize(account, current, authorization, operation, Signers::Registered)
-                    .await?;
+                self.authorize(
+                    account,
+                    current,
+                    authorization,
+                    operation,
+                    Signers::Registered,
+                )
+                .await?;
                 let state = RowState::Active(make(Some(current)));
                 if self
                     .write(account, Some(&row), state, Some(revision), true)

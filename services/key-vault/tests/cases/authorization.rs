@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use e2eb_proto::vault::v1::authorization::Proof;
 use tonic::Code;
 
 use crate::support::*;
@@ -25,14 +24,14 @@ async fn password_change_needs_a_ticket_or_the_key_proof() {
         alice.register(b"new", &backup_key, KEY_PROOF, None).await,
         "proof-required",
     );
-    let wrong_proof = Some(Proof::KeyProof(vec![0; 32]));
+    let wrong_proof = Some(Auth::Key(vec![0; 32]));
     assert_code(
         alice
             .register(b"new", &backup_key, KEY_PROOF, wrong_proof)
             .await,
         Code::PermissionDenied,
     );
-    let bogus_ticket = Some(Proof::LoginTicket(vec![0; 32]));
+    let bogus_ticket = Some(Auth::Ticket(vec![0; 32]));
     assert_code(
         alice
             .register(b"new", &backup_key, KEY_PROOF, bogus_ticket)
@@ -43,7 +42,7 @@ async fn password_change_needs_a_ticket_or_the_key_proof() {
     // With the old password: a login's ticket, good once.
     let ticket = alice.login(PASSWORD).await.unwrap().success().ticket;
     alice.login_start(WRONG).await.unwrap();
-    let with_ticket = Some(Proof::LoginTicket(ticket.clone()));
+    let with_ticket = Some(Auth::Ticket(ticket.clone()));
     alice
         .register(b"second", &backup_key, KEY_PROOF, with_ticket.clone())
         .await
@@ -68,7 +67,7 @@ async fn password_change_needs_a_ticket_or_the_key_proof() {
 
     // An expired ticket is refused.
     vault.clock.advance(Duration::from_secs(301));
-    let expired = Some(Proof::LoginTicket(logged_in.ticket));
+    let expired = Some(Auth::Ticket(logged_in.ticket));
     assert_code(
         alice
             .register(b"third", &backup_key, KEY_PROOF, expired)
@@ -78,7 +77,7 @@ async fn password_change_needs_a_ticket_or_the_key_proof() {
 
     // With the key proof.
     let new_proof = [0x77; 32];
-    let with_key = Some(Proof::KeyProof(KEY_PROOF.to_vec()));
+    let with_key = Some(Auth::Key(KEY_PROOF.to_vec()));
     alice
         .register(b"third", &backup_key, &new_proof, with_key.clone())
         .await
@@ -105,19 +104,20 @@ async fn a_login_started_before_a_password_change_cannot_finish() {
         .unwrap();
     let pending = alice.login_start(PASSWORD).await.unwrap();
     let other = alice.login_start(PASSWORD).await.unwrap();
-    let with_key = Some(Proof::KeyProof(KEY_PROOF.to_vec()));
+    let with_key = Some(Auth::Key(KEY_PROOF.to_vec()));
     alice
         .register(b"new", &random_key(), KEY_PROOF, with_key)
         .await
         .unwrap();
-    // The change dropped the old registration's sessions.
+    // Sessions are bound to the registration they started against: after
+    // the change neither can finish, right or wrong.
     assert_reason(
         alice.login_finish(pending, PASSWORD).await,
-        "session-unknown",
+        "record-changed",
     );
     assert_reason(
         alice.finish_raw(&other.session_id, Vec::new()).await,
-        "session-unknown",
+        "record-changed",
     );
     vault.stop().await;
 }
@@ -129,7 +129,7 @@ async fn delete_needs_proof_unless_starting_over() {
     let mut alice = vault.client("alice").await;
     assert_code(
         alice
-            .delete(Some(Proof::KeyProof(KEY_PROOF.to_vec())), false)
+            .delete(Some(Auth::Key(KEY_PROOF.to_vec())), false)
             .await,
         Code::NotFound,
     );
@@ -140,13 +140,11 @@ async fn delete_needs_proof_unless_starting_over() {
 
     assert_reason(alice.delete(None, false).await, "proof-required");
     assert_code(
-        alice
-            .delete(Some(Proof::KeyProof(vec![1; 32])), false)
-            .await,
+        alice.delete(Some(Auth::Key(vec![1; 32])), false).await,
         Code::PermissionDenied,
     );
     alice
-        .delete(Some(Proof::KeyProof(KEY_PROOF.to_vec())), false)
+        .delete(Some(Auth::Key(KEY_PROOF.to_vec())), false)
         .await
         .unwrap();
     assert_eq!(stored_state(&vault, "alice"), None);
@@ -158,7 +156,7 @@ async fn delete_needs_proof_unless_starting_over() {
         .unwrap();
     let ticket = alice.login(PASSWORD).await.unwrap().success().ticket;
     alice
-        .delete(Some(Proof::LoginTicket(ticket)), false)
+        .delete(Some(Auth::Ticket(ticket)), false)
         .await
         .unwrap();
     assert_eq!(stored_state(&vault, "alice"), None);
@@ -190,7 +188,7 @@ async fn another_accounts_token_cannot_touch_the_record() {
     assert_code(mallory.login_start(PASSWORD).await, Code::NotFound);
     assert_code(
         mallory
-            .delete(Some(Proof::KeyProof(KEY_PROOF.to_vec())), false)
+            .delete(Some(Auth::Key(KEY_PROOF.to_vec())), false)
             .await,
         Code::NotFound,
     );
@@ -201,14 +199,14 @@ async fn another_accounts_token_cannot_touch_the_record() {
         .unwrap();
     assert_code(
         mallory
-            .delete(Some(Proof::LoginTicket(ticket.clone())), false)
+            .delete(Some(Auth::Ticket(ticket.clone())), false)
             .await,
         Code::PermissionDenied,
     );
     // Alice's record, count and ticket are untouched.
     assert_eq!(stored_state(&vault, "alice"), Some(("active".into(), 0)));
     alice
-        .delete(Some(Proof::LoginTicket(ticket)), false)
+        .delete(Some(Auth::Ticket(ticket)), false)
         .await
         .unwrap();
 

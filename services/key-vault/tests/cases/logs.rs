@@ -5,7 +5,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use e2eb_proto::vault::v1::authorization::Proof;
 
 use crate::support::*;
 
@@ -72,7 +71,7 @@ async fn no_secret_reaches_a_log_line() {
             b"second-password-xyz",
             &backup_key,
             &key_proof,
-            Some(Proof::LoginTicket(ticket.clone())),
+            Some(Auth::Ticket(ticket.clone())),
         )
         .await
         .unwrap();

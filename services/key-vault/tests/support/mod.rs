@@ -1,6 +1,7 @@
 //! Test support: an in-process vault on 127.0.0.1:0 with a manual clock, and
-//! a device-side OPAQUE client (opaque-ke's `ClientRegistration` /
-//! `ClientLogin` with the fast Argon2 preset) that talks to it over gRPC.
+//! a raw device-side client (opaque-ke's `ClientRegistration` /
+//! `ClientLogin` with the fast Argon2 preset, Ed25519 proofs of the backup
+//! key) that talks to it over gRPC and can also send malformed messages.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -10,14 +11,15 @@ use std::sync::Arc;
 use account_token::{AccountId, SigningKey};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use e2eb_proto::vault::v1 as pb;
-use e2eb_proto::vault::v1::key_vault_client::KeyVaultClient;
+use e2eb_proto::vault::v2 as pb;
+use e2eb_proto::vault::v2::key_vault_client::KeyVaultClient;
+use ed25519_dalek::Signer;
 use hkdf::Hkdf;
 use key_vault::clock::ManualClock;
 use key_vault::config::{Config, Policy};
 use rand::RngCore;
 use rand::rngs::OsRng;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -28,6 +30,22 @@ use vault_suite::opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ClientRegistration,
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
 };
+use vault_suite::proof::{ProofOperation, proof_message};
+
+/// How a test proves it may change a record.
+#[derive(Clone)]
+pub enum Auth {
+    /// A login ticket (proof of the password).
+    Ticket(Vec<u8>),
+    /// A signature with the backup auth key whose seed is derived from
+    /// these bytes (the tests' stand-in for `K`).
+    Key(Vec<u8>),
+}
+
+/// The backup auth key the tests derive from a key stand-in.
+pub fn auth_key(key: &[u8]) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&Sha256::digest(key).into())
+}
 
 /// Files of one vault: database, sealing key, token key.
 pub fn config(dir: &Path, policy: Policy) -> Config {
@@ -211,13 +229,51 @@ impl VaultClient {
         Ok(self.grpc.get_vault_info(request).await?.into_inner())
     }
 
-    /// Full registration: seals `backup_key` under the export key.
+    /// A signature for `operation` with the auth key of `key`, over a
+    /// fresh challenge.
+    pub async fn sign(
+        &mut self,
+        key: &[u8],
+        operation: ProofOperation<'_>,
+    ) -> Result<pb::KeySignature, Status> {
+        let request = self.request(pb::GetChallengeRequest {});
+        let challenge = self
+            .grpc
+            .get_challenge(request)
+            .await?
+            .into_inner()
+            .challenge;
+        let fixed: [u8; 32] = challenge.as_slice().try_into().expect("32-byte challenge");
+        let message = proof_message(&self.account, &fixed, &operation);
+        Ok(pb::KeySignature {
+            challenge,
+            signature: auth_key(key).sign(&message).to_bytes().to_vec(),
+        })
+    }
+
+    async fn authorization(
+        &mut self,
+        auth: Option<Auth>,
+        operation: ProofOperation<'_>,
+    ) -> Result<Option<pb::Authorization>, Status> {
+        let proof = match auth {
+            None => return Ok(None),
+            Some(Auth::Ticket(ticket)) => pb::authorization::Proof::LoginTicket(ticket),
+            Some(Auth::Key(key)) => {
+                pb::authorization::Proof::KeySignature(self.sign(&key, operation).await?)
+            }
+        };
+        Ok(Some(pb::Authorization { proof: Some(proof) }))
+    }
+
+    /// Full registration: seals `backup_key` under the export key and
+    /// registers the auth key of `key` (the stand-in for `K`).
     pub async fn register(
         &mut self,
         password: &[u8],
         backup_key: &[u8; 32],
-        key_proof: &[u8],
-        authorization: Option<pb::authorization::Proof>,
+        key: &[u8],
+        authorization: Option<Auth>,
     ) -> Result<Registration, Status> {
         let start = ClientRegistration::<Suite>::start(&mut OsRng, password).unwrap();
         let request = self.request(pb::RegisterStartRequest {
@@ -235,11 +291,18 @@ impl VaultClient {
             )
             .unwrap();
         let sealed_key = seal_backup_key(&finish.export_key, &self.account, backup_key);
+        let auth_public_key = auth_key(key).verifying_key().to_bytes();
+        let registration_id: [u8; 16] = started.registration_id.as_slice().try_into().unwrap();
+        let operation = ProofOperation::Register {
+            registration_id: &registration_id,
+            auth_public_key: &auth_public_key,
+        };
+        let authorization = self.authorization(authorization, operation).await?;
         let request = self.request(pb::RegisterFinishRequest {
             registration_upload: finish.message.serialize().to_vec(),
             sealed_key: sealed_key.clone(),
-            key_proof_verifier: vault_suite::key_proof_verifier(key_proof).to_vec(),
-            authorization: authorization.map(|proof| pb::Authorization { proof: Some(proof) }),
+            auth_public_key: auth_public_key.to_vec(),
+            authorization,
             registration_id: started.registration_id,
         });
         self.grpc.register_finish(request).await?;
@@ -339,11 +402,14 @@ impl VaultClient {
 
     pub async fn delete(
         &mut self,
-        authorization: Option<pb::authorization::Proof>,
+        authorization: Option<Auth>,
         start_over: bool,
     ) -> Result<(), Status> {
+        let authorization = self
+            .authorization(authorization, ProofOperation::Delete)
+            .await?;
         let request = self.request(pb::DeleteRecordRequest {
-            authorization: authorization.map(|proof| pb::Authorization { proof: Some(proof) }),
+            authorization,
             start_over,
         });
         self.grpc.delete_record(request).await.map(|_| ())

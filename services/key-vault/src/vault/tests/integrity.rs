@@ -98,5 +98,8 @@ async fn a_planted_login_ticket_is_refused() {
             proof::Signers::Registered,
         )
         .await;
-    assert!(matches!(result, Err(VaultError::TamperedRecord)), "{result:?}");
+    assert!(
+        matches!(result, Err(VaultError::TamperedRecord)),
+        "{result:?}"
+    );
 }

@@ -345,7 +345,10 @@ async fn key_signatures_are_single_use_and_bound_to_key_operation_and_time() {
     ));
     let late = signed(&vault, &alice(), &auth_key(1), ProofOperation::Delete).await;
     clock.advance(std::time::Duration::from_secs(61));
-    assert!(matches!(check(late).await, Err(VaultError::ChallengeUnknown)));
+    assert!(matches!(
+        check(late).await,
+        Err(VaultError::ChallengeUnknown)
+    ));
     assert_eq!(
         format!("{:?}", Proof::LoginTicket(vec![1; 32])),
         "LoginTicket(<redacted>)"

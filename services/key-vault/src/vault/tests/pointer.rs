@@ -91,7 +91,10 @@ async fn a_key_user_announces_and_confirms_each_generation() {
         confirm(&vault, &key, 2, digest(9)).await,
         Err(VaultError::PointerStale(_))
     ));
-    assert_eq!(vault.pointer(&alice()).await.unwrap().committed, Some(first));
+    assert_eq!(
+        vault.pointer(&alice()).await.unwrap().committed,
+        Some(first)
+    );
 }
 
 #[tokio::test]
