@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, ValueEnum};
 use telemetry::LogArgs;
 
 #[derive(Debug, Clone, Parser)]
@@ -17,10 +17,26 @@ pub struct Config {
     /// Address of the gRPC server.
     #[arg(long, env = "KEY_VAULT_LISTEN", default_value = "127.0.0.1:50062")]
     pub listen: SocketAddr,
+    /// Where records live: `sqlite` (one vault, the file below) or `etcd`
+    /// (several replicas sharing one etcd cluster).
+    #[arg(long, env = "KEY_VAULT_STORE", value_enum, default_value = "sqlite")]
+    pub store: StoreKind,
     /// The SQLite database holding records, login sessions, tickets and the
-    /// sealed vault secrets (created if missing).
+    /// sealed vault secrets (created if missing, mode 0600).
     #[arg(long, env = "KEY_VAULT_DB", default_value = ".state/vault/vault.db")]
     pub db: PathBuf,
+    /// The etcd cluster's client URLs, comma-separated (any member will do;
+    /// the client fails over between them).
+    #[arg(
+        long,
+        env = "KEY_VAULT_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// The key prefix of this vault fleet in etcd.
+    #[arg(long, env = "KEY_VAULT_ETCD_PREFIX", default_value = "/e2eb/vault")]
+    pub etcd_prefix: String,
     /// File holding the account-token signing key (64 hex digits; created if missing).
     #[arg(
         long,
@@ -44,6 +60,13 @@ pub struct Config {
     pub policy: Policy,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// The record store behind the vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    Sqlite,
+    Etcd,
 }
 
 /// The guess limit and the lifetimes of login state.

@@ -7,7 +7,8 @@
 //! the backup key.
 //!
 //! Layout: [`vault`] is the core that decides; [`store`] holds records
-//! (SQLite, behind [`store::RecordStore`]); [`sealing`] and [`secrets`] keep
+//! (SQLite for one vault, etcd for a fleet of replicas, behind
+//! [`store::RecordStore`]); [`sealing`] and [`secrets`] keep
 //! the OPAQUE server setup sealed at rest; [`service`] is the gRPC face;
 //! [`run`] wires them for the binary, [`open`] + [`serve`] for tests.
 
@@ -33,9 +34,11 @@ use tonic_health::ServingStatus;
 use tracing::info;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::sealing::FileSealingKey;
 use crate::secrets::VaultSecrets;
+use crate::store::RecordStore;
+use crate::store::etcd::EtcdStore;
 use crate::store::sqlite::SqliteStore;
 use crate::vault::Vault;
 
@@ -65,18 +68,37 @@ impl Opened {
 pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Opened> {
     let token_key = SigningKey::load_or_create(&config.token_key_file)?;
     let sealing = FileSealingKey::load_or_create(&config.sealing_key_file)?;
-    let db = config.db.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db))
-        .await?
-        .with_context(|| format!("cannot open the vault database {}", config.db.display()))?;
-    let secrets = VaultSecrets::load_or_create(&store, &sealing).await?;
-    let vault = Vault::new(
-        Arc::new(store),
-        Arc::new(secrets),
-        config.policy.clone(),
-        clock,
-    );
+    let store = open_store(config).await?;
+    let secrets = VaultSecrets::load_or_create(store.as_ref(), &sealing).await?;
+    info!(store = store.describe(), "vault secrets unsealed");
+    let vault = Vault::new(store, Arc::new(secrets), config.policy.clone(), clock);
     Ok(Opened { vault, token_key })
+}
+
+/// The record store `config` names.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn RecordStore>> {
+    Ok(match config.store {
+        StoreKind::Sqlite => {
+            let db = config.db.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db))
+                .await?
+                .with_context(|| {
+                    format!("cannot open the vault database {}", config.db.display())
+                })?;
+            Arc::new(store)
+        }
+        StoreKind::Etcd => {
+            let store = EtcdStore::connect(&config.etcd_endpoints, &config.etcd_prefix)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot reach the etcd cluster at {}",
+                        config.etcd_endpoints.join(",")
+                    )
+                })?;
+            Arc::new(store)
+        }
+    })
 }
 
 /// Serves `opened` on `listener` until `shutdown` resolves. Health answers

@@ -14,6 +14,7 @@
 //! sealed OPRF seed), key blobs sealed by the client, login state sealed by
 //! the vault, hashes of login tickets, and MACs it cannot forge.
 
+pub mod etcd;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;

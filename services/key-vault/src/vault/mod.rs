@@ -60,6 +60,7 @@ pub struct VaultInfo {
 }
 
 /// What one attempt of [`Vault::update`] decided.
+#[allow(clippy::large_enum_variant)] // lives for one attempt
 pub(crate) enum Change<T> {
     /// Write the row with this state (scrubbing the old bytes if asked),
     /// then answer `T`.

@@ -103,3 +103,54 @@ async fn a_planted_login_ticket_is_refused() {
         "{result:?}"
     );
 }
+
+/// Two replicas over one etcd cluster: one fleet identity (the secrets are
+/// created once, sealed, and unsealed by each), and every guess counted
+/// once across both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_on_one_etcd_share_secrets_and_count_guesses_exactly() {
+    use crate::store::etcd::EtcdStore;
+    use crate::store::etcd::tests::start_etcd;
+    let etcd = start_etcd().await;
+    let sealing = FileSealingKey::from_bytes(Path::new("fleet"), &[3; 32]);
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/fleet")
+            .await
+            .unwrap();
+        let secrets = VaultSecrets::load_or_create(&store, &sealing)
+            .await
+            .unwrap();
+        let policy = Policy {
+            max_guesses: 4,
+            ..Policy::default()
+        };
+        replicas.push(Vault::new(
+            Arc::new(store),
+            Arc::new(secrets),
+            policy,
+            Arc::new(ManualClock::new()),
+        ));
+    }
+    assert_eq!(replicas[0].info(), replicas[1].info());
+    register(&replicas[0], &alice(), b"pw").await;
+    let starts = (0..20).map(|i| {
+        let vault = replicas[i % 2].clone();
+        tokio::spawn(async move {
+            let request = ClientLogin::<Suite>::start(&mut OsRng, b"guess")
+                .unwrap()
+                .message
+                .serialize();
+            vault.login_start(&alice(), &request).await
+        })
+    });
+    let mut counted = 0;
+    for start in starts.collect::<Vec<_>>() {
+        match start.await.unwrap() {
+            Ok(_) => counted += 1,
+            Err(VaultError::KeyErased) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(counted, 4);
+}
