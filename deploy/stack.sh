@@ -73,7 +73,7 @@ up() {
   start local-s3
   wait_tcp local-s3 "$LOCAL_S3_PORT"
   start key-vault
-  wait_grpc key-vault "$KEY_VAULT_PORT" e2ebackup.vault.v1.KeyVault
+  wait_grpc key-vault "$KEY_VAULT_PORT" e2ebackup.vault.v2.KeyVault
   start blob-gateway
   wait_grpc blob-gateway "$BLOB_GATEWAY_PORT" e2ebackup.storage.v2.BlobGateway
   echo "stack is up (state and logs in $STATE_DIR):"

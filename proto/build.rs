@@ -8,7 +8,6 @@ use prost::Message;
 const PROTOS: &[&str] = &[
     "e2ebackup/storage/v2/storage.proto",
     "e2ebackup/backup/v2/manifest.proto",
-    "e2ebackup/vault/v1/vault.proto",
     "e2ebackup/storage/v3/storage.proto",
     "e2ebackup/backup/v3/pack.proto",
     "e2ebackup/vault/v2/vault.proto",

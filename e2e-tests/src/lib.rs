@@ -20,7 +20,7 @@ use backup_client::{BearerToken, GatewayClient};
 
 pub const BUCKET: &str = "e2e-backups";
 pub const GATEWAY_SERVICE: &str = "e2ebackup.storage.v2.BlobGateway";
-pub const VAULT_SERVICE: &str = "e2ebackup.vault.v1.KeyVault";
+pub const VAULT_SERVICE: &str = "e2ebackup.vault.v2.KeyVault";
 /// The vault's guess limit in these tests (the production default is 10).
 pub const MAX_GUESSES: u32 = 5;
 /// The gateway's per-account quota in these tests.

@@ -24,9 +24,6 @@ pub mod backup {
 }
 
 pub mod vault {
-    pub mod v1 {
-        tonic::include_proto!("e2ebackup.vault.v1");
-    }
     pub mod v2 {
         tonic::include_proto!("e2ebackup.vault.v2");
     }

@@ -10,7 +10,7 @@
 //!    under `K`; a recovery yields both keys.
 //! 2. [`back_up`] under `K'`: the commit switches the backup to `K'` at once
 //!    and deletes the chunks under `K`.
-//! 3. [`finish_with_vault`]: the record keeps `K'` only (proof: the new key).
+//! 3. [`finish_with_vault`]: the record keeps `K'` only (proof: a fresh login).
 //!
 //! Restoring with [`restore_any`](crate::restore::restore_any) picks whichever
 //! recovered key the committed manifest names and reports which it used. A
@@ -96,12 +96,15 @@ pub async fn finish_with_vault(
     password: &Password,
     new_key: &RootKey,
 ) -> Result<(), VaultError> {
+    // A fresh login proves the password whichever key the vault has
+    // registered at this point.
+    let login = vault.recover(password).await?;
     vault
         .register_keys(
             password,
             &[new_key],
             new_key,
-            Some(Proof::BackupKey(new_key)),
+            Some(Proof::LoginTicket(&login.ticket)),
         )
         .await
 }

@@ -22,7 +22,7 @@ use crate::sealing::{SealingError, SealingKeySource};
 use crate::store::{EphemeralKind, RecordStore, StoreError};
 
 /// Associated data of the sealed secrets; names what they are.
-const SECRETS_AAD: &[u8] = b"e2ebackup/vault/v1/secrets";
+const SECRETS_AAD: &[u8] = b"e2ebackup/vault/v2/secrets";
 /// Associated data prefix of sealed login state.
 const LOGIN_STATE_AAD: &[u8] = b"e2ebackup/vault/v2/login-state";
 /// Domain of a row MAC.

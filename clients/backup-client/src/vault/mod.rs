@@ -223,12 +223,15 @@ impl VaultClient {
     }
 
     /// A signature with `key`'s backup auth key for `operation`, over a
-    /// challenge fetched for it.
+    /// challenge fetched for it, after checking the vault against the pin
+    /// (a signature is bound to one challenge of one vault, but nothing of
+    /// the key's goes to a vault the device does not trust).
     async fn sign(
         &self,
         key: &RootKey,
         operation: ProofOperation<'_>,
     ) -> Result<KeySignature, VaultError> {
+        self.verify_vault().await?;
         let challenge = self
             .inner
             .clone()
