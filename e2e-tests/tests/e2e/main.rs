@@ -5,4 +5,5 @@ mod crash;
 mod fleet;
 mod key_backup;
 mod rotation;
+mod trust_vault;
 mod vault;
