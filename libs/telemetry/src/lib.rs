@@ -21,12 +21,25 @@ pub struct LogArgs {
     pub log_filter: String,
 }
 
+/// Whether log lines get ANSI colours: only on a terminal, and never when
+/// `NO_COLOR` is set (<https://no-color.org>). Logs written to a file or a
+/// pipe stay plain text.
+pub fn colour_wanted(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
 /// Installs the global subscriber; logs go to stderr so stdout stays for output.
 /// Calling it twice keeps the first subscriber.
 pub fn init(args: &LogArgs) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_new(&args.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = colour_wanted(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = match args.log_format {
         LogFormat::Plain => builder.try_init(),
@@ -47,5 +60,20 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_wanted(true, None));
+        assert!(!colour_wanted(false, None), "a file or a pipe gets plain text");
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        // An empty NO_COLOR does not count, as no-color.org says.
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
     }
 }
