@@ -12,7 +12,10 @@
 //! The disk is the outside world here, behind [`Space`]: [`Disk`] lets the filesystem
 //! decide, and [`SimulatedCapacity`] (the hidden `--test-capacity-bytes`) makes writes
 //! fail with `StorageFull` once the data directory would hold more than N bytes, so
-//! the tests run without mount privileges.
+//! the tests run without mount privileges. The simulation applies to the writes
+//! `local-s3` makes itself (PutObject and its sidecars); the writes left to `s3s-fs`
+//! (UploadPart, CopyObject, ...) meet only the real disk, whose `ENOSPC` they report
+//! as 507 all the same.
 
 use std::fmt::Debug;
 use std::io;
@@ -220,6 +223,46 @@ mod tests {
         // A success ends the episode.
         log.map(Path::new("/x"), Ok(())).expect("ok");
         assert!(!log.full.load(Ordering::Relaxed));
+    }
+
+    /// A test writer that keeps what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("capture").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_logged_once_with_the_path_until_a_write_succeeds() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let log = FullDiskLog::default();
+            let enospc = io::Error::from(io::ErrorKind::StorageFull);
+            log.full(Path::new("/data/.tmp.first"), &enospc);
+            log.full(Path::new("/data/.tmp.second"), &enospc);
+            log.wrote();
+            log.wrote();
+            log.full(Path::new("/data/.tmp.third"), &enospc);
+        });
+        let text = String::from_utf8(captured.0.lock().expect("capture").clone()).expect("utf-8");
+        assert_eq!(text.matches("WARN").count(), 2, "{text}");
+        assert!(text.contains("/data/.tmp.first"), "{text}");
+        assert!(!text.contains("/data/.tmp.second"), "{text}");
+        assert!(text.contains("/data/.tmp.third"), "{text}");
+        assert_eq!(text.matches("room again").count(), 1, "{text}");
     }
 
     #[tokio::test]

@@ -19,6 +19,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use common::{BUCKET, Harness, MIB, random_bytes, start, status};
 use futures::future::join_all;
 
+/// A PUT's ETag, or its HTTP status and S3 error code.
+type Outcome = Result<String, (Option<u16>, Option<String>)>;
+
 /// Writers racing for one key. Bodies are large enough that each upload takes several
 /// reads, as a real commit record written next to other traffic would.
 const WRITERS: usize = 16;
@@ -39,7 +42,7 @@ impl Harness {
         bodies: &[Vec<u8>],
         if_match: Option<&str>,
         if_none_match: Option<&str>,
-    ) -> Vec<Result<String, (Option<u16>, Option<String>)>> {
+    ) -> Vec<Outcome> {
         // One task per PUT, so that the requests leave together rather than one after
         // another from a single task; unsigned payloads, so that no PUT waits for its
         // body to be hashed before it is sent.
@@ -70,7 +73,7 @@ impl Harness {
 
 /// Exactly one result is a success; every other is 412 PreconditionFailed. Returns the
 /// winner's index and ETag.
-fn one_winner(results: &[Result<String, (Option<u16>, Option<String>)>]) -> (usize, String) {
+fn one_winner(results: &[Outcome]) -> (usize, String) {
     let winners: Vec<(usize, &String)> = results
         .iter()
         .enumerate()
@@ -141,7 +144,12 @@ async fn fix_concurrent_if_match_replaces_exactly_once() {
     // The honest next commit, on the current ETag, succeeds.
     let next = random_bytes(BODY, 3);
     let results = h
-        .race("acct/2/commit", &[next.clone()], Some(&e_tag), None)
+        .race(
+            "acct/2/commit",
+            std::slice::from_ref(&next),
+            Some(&e_tag),
+            None,
+        )
         .await;
     let (_, next_tag) = one_winner(&results);
     assert!(h.get("acct/2/commit").await == next);
@@ -158,7 +166,7 @@ async fn conditions_on_missing_and_existing_keys() {
     let results = h
         .race(
             "acct/3/commit",
-            &[body.clone()],
+            std::slice::from_ref(&body),
             Some("\"0123456789abcdef0123456789abcdef\""),
             None,
         )
