@@ -322,6 +322,10 @@ impl S3 for PatchedFs {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        // Under the object's lock, so that it cannot remove parts while a complete of
+        // the same upload reads them.
+        let object = self.writable_path(&req.input.bucket, &req.input.key)?;
+        let _guard = self.locks.write(&object).await;
         uploads::require(&self.root, &req.input.upload_id).await?;
         self.inner.abort_multipart_upload(req).await
     }

@@ -202,13 +202,6 @@ pub(crate) async fn complete(
     mut req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let input = &mut req.input;
-    require(&fs.root, &input.upload_id).await?;
-    let parts = input
-        .multipart_upload
-        .as_ref()
-        .and_then(|upload| upload.parts.as_deref())
-        .unwrap_or_default();
-    check_parts(&fs.root, &input.upload_id, parts).await?;
     let (bucket, key) = (input.bucket.clone(), input.key.clone());
     let object = fs.writable_path(&bucket, &key)?;
     // Checked here, under the lock; `s3s-fs` would check again outside it.
@@ -218,6 +211,15 @@ pub(crate) async fn complete(
     };
 
     let _guard = fs.locks.write(&object).await;
+    // Under the lock too: a concurrent complete or abort of the same upload has
+    // either finished (NoSuchUpload) or not started.
+    require(&fs.root, &input.upload_id).await?;
+    let parts = input
+        .multipart_upload
+        .as_ref()
+        .and_then(|upload| upload.parts.as_deref())
+        .unwrap_or_default();
+    check_parts(&fs.root, &input.upload_id, parts).await?;
     conditions.check(&fs.root, &bucket, &key, &object).await?;
     let result = fs.inner.complete_multipart_upload(req).await;
     let mut resp = fs.full.map(&object, result)?;

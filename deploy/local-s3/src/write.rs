@@ -296,6 +296,12 @@ fn body_error(error: s3s::StdError) -> S3Error {
     }
 }
 
+/// Reads the rest of a body that will not be stored, so that the client gets the
+/// answer rather than a reset connection (which `aws-sdk-s3` would retry).
+async fn drain(body: &mut StreamingBlob) {
+    while let Some(Ok(_)) = body.next().await {}
+}
+
 /// PutObject of a file key (not ending in `/`) at `object`, the key's path.
 pub(crate) async fn put_object(
     fs: &PatchedFs,
@@ -317,9 +323,13 @@ pub(crate) async fn put_object(
 
     // 1. The body, in full, under a temporary name.
     let mut staged_body = Staged::new(&fs.root);
-    let file = File::create(&staged_body.path)
-        .await
-        .map_err(|e| write_error(fs, &staged_body.path, e))?;
+    let file = match File::create(&staged_body.path).await {
+        Ok(file) => file,
+        Err(e) => {
+            drain(&mut body).await;
+            return Err(write_error(fs, &staged_body.path, e));
+        }
+    };
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut md5 = Md5::new();
     while let Some(chunk) = body.next().await {
@@ -331,8 +341,7 @@ pub(crate) async fn put_object(
             out.write_all(&chunk).await
         };
         if let Err(e) = written.await {
-            // Read the rest so the client gets the answer rather than a reset.
-            while let Some(Ok(_)) = body.next().await {}
+            drain(&mut body).await;
             return Err(write_error(fs, &staged_body.path, e));
         }
     }
