@@ -14,6 +14,7 @@
 //! | ListMultipartUploads is not implemented; an unknown upload id answers 403 `AccessDenied` | uploads are listed (`src/uploads.rs`); an unknown upload is 404 `NoSuchUpload` |
 //! | CompleteMultipartUpload consumes the upload before it finds a missing or too-small part, and keeps the previous version's checksums beside the new ETag | parts are checked first; the ETag is stored alone (`src/uploads.rs`) |
 //! | a PUT into a bucket that does not exist creates the bucket | 404 `NoSuchBucket` |
+//! | DeleteBucket leaves the sidecars of the objects it removed | they are swept with it |
 //!
 //! Writes of keys with `..` or a leading `/` are refused (`InvalidArgument`): on disk
 //! they would alias another key, outside the per-object locks.

@@ -3,7 +3,8 @@
 //! The `fix_*` tests fail against plain `s3s_fs::FileSystem`, checked by hand by
 //! forwarding the operations to it (and skipping the sweep at start): after its deletes
 //! all 40 sidecar files remained in the data directory, a restart left the 4 orphans
-//! there, and the PUT past the simulated capacity succeeded. (`s3s-fs` has no full-disk
+//! there, the PUT past the simulated capacity succeeded, and a PUT into a missing
+//! bucket succeeded (creating the bucket's directory). (`s3s-fs` has no full-disk
 //! answer: a real `ENOSPC` is a 500 `InternalError`, which `aws-sdk-s3` retries as a
 //! server fault.)
 //!
@@ -128,6 +129,57 @@ async fn fix_sidecars_left_by_earlier_deletes_are_swept_at_start() {
     );
     assert_eq!(h.get("acct/1/live").await, b"live");
     assert_eq!(h.head_e_tag("acct/1/live").await, live_tag);
+}
+
+/// A PUT into a missing bucket does not create it; deleting a bucket takes its objects'
+/// sidecars with it.
+#[tokio::test]
+async fn fix_buckets_are_not_created_by_puts_and_leave_nothing_when_deleted() {
+    let h = start().await;
+    let err = h
+        .client
+        .put_object()
+        .bucket("no-such-bucket")
+        .key("k")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("no such bucket");
+    assert_eq!(status(&err), Some(404), "{err:?}");
+    assert_eq!(err.code(), Some("NoSuchBucket"));
+    assert!(!h.data_dir().join("no-such-bucket").exists());
+
+    h.client
+        .create_bucket()
+        .bucket("scratch")
+        .send()
+        .await
+        .expect("create bucket");
+    for key in ["a/1", "b/2"] {
+        h.client
+            .put_object()
+            .bucket("scratch")
+            .key(key)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .expect("put");
+    }
+    h.put("kept", b"kept").await;
+    assert_eq!(root_files(h.data_dir()).len(), 6);
+    h.client
+        .delete_bucket()
+        .bucket("scratch")
+        .send()
+        .await
+        .expect("delete bucket");
+    assert_eq!(
+        root_files(h.data_dir()).len(),
+        2,
+        "{:?}",
+        root_files(h.data_dir())
+    );
+    assert_eq!(h.get("kept").await, b"kept");
 }
 
 /// A write refused for lack of space: 507 XMinioStorageFull.
