@@ -36,6 +36,16 @@ pub struct Config {
     pub bucket: String,
 }
 
+/// Options for tests only, hidden from `--help`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TestOptions {
+    /// Behave as if the data directory were a filesystem of this many bytes: a write
+    /// that would make the files under it larger fails as with ENOSPC. Lets a test see
+    /// the full-disk answer without mount privileges.
+    #[arg(long, env = "LOCAL_S3_TEST_CAPACITY_BYTES", hide = true)]
+    pub test_capacity_bytes: Option<u64>,
+}
+
 /// Redacts the secret key, so a `?config` in a log line cannot leak it.
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -13,10 +13,16 @@
 
 mod body;
 mod config;
+mod delete;
 pub mod fixes;
 mod listing;
+mod locks;
 mod server;
+mod sidecar;
+pub mod space;
+mod uploads;
+mod write;
 
-pub use config::Config;
+pub use config::{Config, TestOptions};
 pub use fixes::PatchedFs;
-pub use server::{ServeError, Server, serve};
+pub use server::{ServeError, Server, serve, serve_with};

@@ -13,6 +13,9 @@ struct Cli {
 
     #[command(flatten)]
     log: telemetry::LogArgs,
+
+    #[command(flatten)]
+    test: local_s3::TestOptions,
 }
 
 #[tokio::main]
@@ -25,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
-    let server = local_s3::serve(&cli.config)
+    let server = local_s3::serve_with(&cli.config, &cli.test)
         .await
         .context("starting local-s3")?;
     // One line on stdout that scripts and tests can wait for.

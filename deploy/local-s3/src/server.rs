@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::{Config, PatchedFs};
+use crate::{Config, PatchedFs, TestOptions};
 
 /// How long [`Server::shutdown`] lets requests in flight finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -70,6 +70,11 @@ impl Server {
 /// Creates the data directory and the configured bucket if missing, binds
 /// `config.listen`, and serves S3 on the current Tokio runtime until shut down.
 pub async fn serve(config: &Config) -> Result<Server, ServeError> {
+    serve_with(config, &TestOptions::default()).await
+}
+
+/// [`serve`] with the hidden test options.
+pub async fn serve_with(config: &Config, test: &TestOptions) -> Result<Server, ServeError> {
     if !s3s::path::check_bucket_name(&config.bucket) {
         return Err(ServeError::InvalidBucketName(config.bucket.clone()));
     }
@@ -84,7 +89,7 @@ pub async fn serve(config: &Config) -> Result<Server, ServeError> {
     let data_dir = tokio::fs::canonicalize(&config.data_dir)
         .await
         .map_err(dir_error(&config.data_dir))?;
-    let fs = PatchedFs::new(&data_dir).map_err(dir_error(&data_dir))?;
+    let fs = PatchedFs::with_test_options(&data_dir, test).map_err(dir_error(&data_dir))?;
 
     let mut builder = S3ServiceBuilder::new(fs);
     builder.set_auth(SimpleAuth::from_single(

@@ -3,122 +3,12 @@
 //!
 //! The tests named `fix_*` each fail against plain `s3s_fs::FileSystem`.
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+mod common;
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
-use local_s3::{Config, Server};
-use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
-use tempfile::TempDir;
-
-const BUCKET: &str = "e2e-backups";
-const ACCESS_KEY: &str = "test-access";
-const SECRET_KEY: &str = "test-secret";
-const MIB: usize = 1024 * 1024;
-
-struct Harness {
-    server: Server,
-    client: Client,
-    _dir: TempDir,
-}
-
-async fn start() -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.path().join("s3"),
-        access_key: ACCESS_KEY.to_owned(),
-        secret_key: SECRET_KEY.to_owned(),
-        bucket: BUCKET.to_owned(),
-    };
-    let server = local_s3::serve(&config).await.expect("server starts");
-    let client = client(&server.endpoint(), ACCESS_KEY, SECRET_KEY);
-    Harness {
-        server,
-        client,
-        _dir: dir,
-    }
-}
-
-/// Configured as the gateway configures it: endpoint override, path-style addressing,
-/// static credentials. The SDK's default checksum behaviour (CRC32 trailers on uploads,
-/// validation on downloads) is left on: s3s handles it, and the gateway uses it.
-fn client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            access_key, secret_key, None, None, "static",
-        ))
-        .force_path_style(true)
-        .build();
-    Client::from_conf(config)
-}
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    StdRng::seed_from_u64(seed).fill_bytes(&mut data);
-    data
-}
-
-fn status<E>(err: &SdkError<E>) -> Option<u16> {
-    err.raw_response().map(|r| r.status().as_u16())
-}
-
-impl Harness {
-    async fn put(&self, key: &str, data: &[u8]) -> String {
-        self.client
-            .put_object()
-            .bucket(BUCKET)
-            .key(key)
-            .body(ByteStream::from(data.to_vec()))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("put {key}: {e:?}"))
-            .e_tag
-            .expect("put returns an ETag")
-    }
-
-    async fn get(&self, key: &str) -> Vec<u8> {
-        self.get_range(key, None).await
-    }
-
-    async fn get_range(&self, key: &str, range: Option<&str>) -> Vec<u8> {
-        let resp = self
-            .client
-            .get_object()
-            .bucket(BUCKET)
-            .key(key)
-            .set_range(range.map(str::to_owned))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("get {key} {range:?}: {e:?}"));
-        resp.body
-            .collect()
-            .await
-            .expect("read body")
-            .into_bytes()
-            .to_vec()
-    }
-
-    async fn keys(&self, prefix: &str) -> Vec<String> {
-        let resp = self
-            .client
-            .list_objects_v2()
-            .bucket(BUCKET)
-            .prefix(prefix)
-            .send()
-            .await
-            .expect("list");
-        resp.contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_owned))
-            .collect()
-    }
-}
+use common::{ACCESS_KEY, BUCKET, MIB, SECRET_KEY, client, random_bytes, start, status};
 
 /// Defect (a): `delimiter=` (empty) was used as a delimiter, turning the first character
 /// of every key into a common prefix and listing no keys.
