@@ -6,7 +6,7 @@ export E2EB_STATE_DIR ?= .state
 
 ## Debian packages the build and the tests need (etcd-client's build script
 ## runs protoc). Installs only what is missing.
-DEB_PACKAGES := protobuf-compiler etcd-server
+DEB_PACKAGES := protobuf-compiler etcd-server softhsm2
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -4,6 +4,8 @@
 #   deploy/stack.sh down   stop exactly the processes `up` started
 #   deploy/stack.sh status show what runs
 # State (S3 data, token key, pid files, logs) lives under $E2EB_STATE_DIR.
+# E2EB_VAULT_SEALING=pkcs11 seals the vault secrets with a key inside a
+# SoftHSM2 token under $E2EB_STATE_DIR/softhsm instead of a key file.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,6 +25,8 @@ export KEY_VAULT_LISTEN=127.0.0.1:$KEY_VAULT_PORT
 export KEY_VAULT_DB=${KEY_VAULT_DB:-$STATE_DIR/vault/vault.db}
 export KEY_VAULT_SEALING_KEY_FILE=${KEY_VAULT_SEALING_KEY_FILE:-$STATE_DIR/vault/sealing.key}
 export KEY_VAULT_FINGERPRINT_FILE=${KEY_VAULT_FINGERPRINT_FILE:-$STATE_DIR/vault/fingerprint}
+
+VAULT_SEALING=${E2EB_VAULT_SEALING:-file}
 
 PIDS=$STATE_DIR/pids
 LOGS=$STATE_DIR/logs
@@ -65,11 +69,51 @@ wait_grpc() { # name port service
     || { echo "$1 not healthy; see $LOGS/$1.log" >&2; tail -5 "$LOGS/$1.log" >&2; exit 1; }
 }
 
+random_pin() { # 32 hex digits
+  od -An -tx1 -N16 /dev/urandom | tr -d ' \n'
+}
+
+# A SoftHSM2 token for the vault's sealing key, made once: its own
+# configuration and token directory, random user and SO PINs in files
+# (mode 0600), and the key generated inside the token by
+# `key-vault pkcs11-init` (which leaves an existing key alone).
+setup_softhsm() {
+  command -v softhsm2-util >/dev/null || { echo "softhsm2-util is missing: run make deps" >&2; exit 1; }
+  local dir=$STATE_DIR/softhsm
+  (umask 077 && mkdir -p "$dir/tokens")
+  dir=$(cd "$dir" && pwd)
+  export SOFTHSM2_CONF=$dir/softhsm2.conf
+  export KEY_VAULT_SEALING=pkcs11
+  export KEY_VAULT_PKCS11_TOKEN_LABEL=${KEY_VAULT_PKCS11_TOKEN_LABEL:-e2eb-vault}
+  export KEY_VAULT_PKCS11_PIN_FILE=$dir/user.pin
+  if [[ ! -f $SOFTHSM2_CONF ]]; then
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+      "$dir/tokens" >"$SOFTHSM2_CONF"
+  fi
+  local slots
+  slots=$(softhsm2-util --show-slots)
+  if ! grep -Eq "^ *Label: +$KEY_VAULT_PKCS11_TOKEN_LABEL *\$" <<<"$slots"; then
+    (umask 077 && random_pin >"$dir/so.pin" && random_pin >"$KEY_VAULT_PKCS11_PIN_FILE")
+    # softhsm2-util reads PINs only from a terminal; `script` gives it one,
+    # so the PINs go through a pipe, never argv, and its echo is dropped.
+    printf '%s\n' "$(<"$dir/so.pin")" "$(<"$dir/so.pin")" \
+      "$(<"$KEY_VAULT_PKCS11_PIN_FILE")" "$(<"$KEY_VAULT_PKCS11_PIN_FILE")" |
+      script -qec "softhsm2-util --init-token --free --label $KEY_VAULT_PKCS11_TOKEN_LABEL" /dev/null >/dev/null ||
+      { echo "softhsm2-util could not initialise the token in $dir/tokens" >&2; exit 1; }
+  fi
+  "$PROFILE_DIR/key-vault" pkcs11-init
+}
+
 up() {
   if [[ -z ${E2EB_SKIP_BUILD:-} ]]; then
     cargo build --workspace --bins
   fi
   mkdir -p "$PIDS" "$LOGS" "$LOCAL_S3_DATA_DIR" "$(dirname "$KEY_VAULT_DB")"
+  case $VAULT_SEALING in
+    file) ;;
+    pkcs11) setup_softhsm ;;
+    *) echo "E2EB_VAULT_SEALING must be file or pkcs11, not $VAULT_SEALING" >&2; exit 2 ;;
+  esac
   start local-s3
   wait_tcp local-s3 "$LOCAL_S3_PORT"
   start key-vault
@@ -81,6 +125,11 @@ up() {
   echo "  blob gateway  http://127.0.0.1:$BLOB_GATEWAY_PORT  (gRPC, health + reflection)"
   echo "  key vault     http://127.0.0.1:$KEY_VAULT_PORT  (gRPC; pinned fingerprint $(cat "$KEY_VAULT_FINGERPRINT_FILE" 2>/dev/null))"
   echo "  token key     $E2EB_TOKEN_KEY_FILE  (mint: $PROFILE_DIR/mint-token --account NAME)"
+  if [[ $VAULT_SEALING == pkcs11 ]]; then
+    echo "  vault sealing PKCS#11 key in SoftHSM2 token $KEY_VAULT_PKCS11_TOKEN_LABEL ($SOFTHSM2_CONF)"
+  else
+    echo "  vault sealing key file $KEY_VAULT_SEALING_KEY_FILE"
+  fi
 }
 
 down() {

@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use telemetry::LogArgs;
+
+use crate::sealing::Pkcs11Config;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -44,9 +46,14 @@ pub struct Config {
         default_value = ".state/token-signing.key"
     )]
     pub token_key_file: PathBuf,
-    /// File holding the key that seals the vault secrets at rest (64 hex
-    /// digits; created with mode 0600 if missing). Losing it makes every
-    /// record unusable; a different key refuses to start.
+    /// What seals the vault secrets at rest: `file` (the key file below) or
+    /// `pkcs11` (an AES-256 key inside a PKCS#11 token that never leaves
+    /// it; see the --pkcs11-* flags and `key-vault pkcs11-init`).
+    #[arg(long, env = "KEY_VAULT_SEALING", value_enum, default_value = "file")]
+    pub sealing: SealingKind,
+    /// File holding the key that seals the vault secrets at rest with
+    /// `--sealing file` (64 hex digits; created with mode 0600 if missing).
+    /// Losing it makes every record unusable; a different key refuses to start.
     #[arg(
         long,
         env = "KEY_VAULT_SEALING_KEY_FILE",
@@ -57,9 +64,32 @@ pub struct Config {
     #[arg(long, env = "KEY_VAULT_FINGERPRINT_FILE")]
     pub fingerprint_file: Option<PathBuf>,
     #[command(flatten)]
+    pub pkcs11: Pkcs11Config,
+    #[command(flatten)]
     pub policy: Policy,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary does instead of serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Generates the sealing key inside the PKCS#11 token named by the
+    /// --pkcs11-* flags (AES-256, sensitive, never extractable) unless it
+    /// is there already, then exits. Run it once per token, before the
+    /// first start with `--sealing pkcs11`; a start never creates a key.
+    Pkcs11Init,
+}
+
+/// What seals the vault secrets at rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SealingKind {
+    /// A key in a file (`--sealing-key-file`).
+    File,
+    /// A key inside a PKCS#11 token (`--pkcs11-*`).
+    Pkcs11,
 }
 
 /// The record store behind the vault.
@@ -118,6 +148,45 @@ mod tests {
         assert_eq!(config.policy.login_session_ttl, Duration::from_secs(60));
         assert_eq!(config.policy.login_ticket_ttl, Duration::from_secs(300));
         assert!(config.fingerprint_file.is_none());
+        assert_eq!(config.sealing, SealingKind::File);
+        assert_eq!(
+            config.pkcs11.module,
+            PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")
+        );
+        assert!(config.pkcs11.pin_file.is_none());
+        assert_eq!(config.command, None);
+    }
+
+    #[test]
+    fn pkcs11_flags_work_before_and_after_the_init_subcommand() {
+        let config = Config::try_parse_from([
+            "key-vault",
+            "--sealing",
+            "pkcs11",
+            "--pkcs11-module",
+            "/opt/hsm/lib.so",
+            "--pkcs11-token-label",
+            "vault-token",
+        ])
+        .unwrap();
+        assert_eq!(config.sealing, SealingKind::Pkcs11);
+        assert_eq!(config.pkcs11.module, PathBuf::from("/opt/hsm/lib.so"));
+        assert_eq!(config.pkcs11.token_label, "vault-token");
+        assert_eq!(config.command, None);
+
+        let init = Config::try_parse_from([
+            "key-vault",
+            "pkcs11-init",
+            "--pkcs11-key-label",
+            "sealing-2",
+            "--pkcs11-pin-file",
+            "/run/pin",
+        ])
+        .unwrap();
+        assert_eq!(init.command, Some(Command::Pkcs11Init));
+        assert_eq!(init.pkcs11.key_label, "sealing-2");
+        assert_eq!(init.pkcs11.pin_file, Some(PathBuf::from("/run/pin")));
+        assert!(Config::try_parse_from(["key-vault", "--sealing", "hsm"]).is_err());
     }
 
     #[test]

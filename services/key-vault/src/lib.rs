@@ -8,8 +8,8 @@
 //!
 //! Layout: [`vault`] is the core that decides; [`store`] holds records
 //! (SQLite for one vault, etcd for a fleet of replicas, behind
-//! [`store::RecordStore`]); [`sealing`] and [`secrets`] keep
-//! the OPAQUE server setup sealed at rest; [`service`] is the gRPC face;
+//! [`store::RecordStore`]); [`sealing`] (a key file or a PKCS#11 token)
+//! and [`secrets`] keep the OPAQUE server setup sealed at rest; [`service`] is the gRPC face;
 //! [`run`] wires them for the binary, [`open`] + [`serve`] for tests.
 
 pub mod clock;
@@ -34,8 +34,9 @@ use tonic_health::ServingStatus;
 use tracing::info;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, StoreKind};
-use crate::sealing::FileSealingKey;
+use crate::config::{Config, SealingKind, StoreKind};
+use crate::sealing::pkcs11::{self, KeyCreation};
+use crate::sealing::{FileSealingKey, Pkcs11SealingKey, SealingKeySource};
 use crate::secrets::VaultSecrets;
 use crate::store::RecordStore;
 use crate::store::etcd::EtcdStore;
@@ -67,12 +68,45 @@ impl Opened {
 /// message if the sealing key does not open existing secrets.
 pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Opened> {
     let token_key = SigningKey::load_or_create(&config.token_key_file)?;
-    let sealing = FileSealingKey::load_or_create(&config.sealing_key_file)?;
+    let sealing = open_sealing(config).await?;
     let store = open_store(config).await?;
-    let secrets = VaultSecrets::load_or_create(store.as_ref(), &sealing).await?;
-    info!(store = store.describe(), "vault secrets unsealed");
+    let secrets = VaultSecrets::load_or_create(store.as_ref(), sealing.as_ref()).await?;
+    info!(
+        store = store.describe(),
+        sealing = sealing.describe(),
+        "vault secrets unsealed"
+    );
     let vault = Vault::new(store, Arc::new(secrets), config.policy.clone(), clock);
     Ok(Opened { vault, token_key })
+}
+
+/// The sealing key `config` names. A token is opened on a blocking thread:
+/// loading the module and logging in can take a while.
+async fn open_sealing(config: &Config) -> anyhow::Result<Box<dyn SealingKeySource>> {
+    Ok(match config.sealing {
+        SealingKind::File => Box::new(FileSealingKey::load_or_create(&config.sealing_key_file)?),
+        SealingKind::Pkcs11 => {
+            let settings = config.pkcs11.clone();
+            Box::new(tokio::task::spawn_blocking(move || Pkcs11SealingKey::open(&settings)).await??)
+        }
+    })
+}
+
+/// `key-vault pkcs11-init`: creates the sealing key in the token `config`
+/// names unless it is there, and says which on stdout.
+pub async fn pkcs11_init(config: &Config) -> anyhow::Result<()> {
+    let settings = config.pkcs11.clone();
+    let created =
+        tokio::task::spawn_blocking(move || pkcs11::create_key_if_missing(&settings)).await??;
+    let what = match created {
+        KeyCreation::Created => "created",
+        KeyCreation::AlreadyThere => "already present",
+    };
+    println!(
+        "sealing key {:?} in token {:?}: {what}",
+        config.pkcs11.key_label, config.pkcs11.token_label
+    );
+    Ok(())
 }
 
 /// The record store `config` names.

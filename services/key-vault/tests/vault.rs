@@ -451,3 +451,7 @@ mod authorization;
 mod binary;
 #[path = "cases/logs.rs"]
 mod logs;
+#[path = "cases/pkcs11.rs"]
+mod pkcs11;
+#[path = "support/softhsm.rs"]
+mod softhsm;

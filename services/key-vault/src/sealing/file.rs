@@ -1,7 +1,6 @@
-//! The sealing key: what keeps the vault secrets (OPRF seed, server key pair,
-//! login-state key) encrypted at rest. Behind [`SealingKeySource`] so a
-//! PKCS#11 HSM can replace the key file without touching the vault: the
-//! vault only ever asks to seal or open, never for the key's bytes.
+//! The embedded default sealing key: 32 random bytes kept as 64 hex digits
+//! in a file (mode 0600) beside the database. Whoever reads the file can
+//! open the vault secrets; [`super::pkcs11`] keeps the key in a token instead.
 
 use std::fmt;
 use std::io::Write;
@@ -12,32 +11,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-/// Format byte that starts every sealed blob, so the format can change.
-const FORMAT_V1: u8 = 1;
-const NONCE_LEN: usize = 12;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SealingError {
-    #[error("cannot read or create the sealing key file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the sealing key file {path} does not hold 64 hex digits")]
-    InvalidKeyFile { path: PathBuf },
-    #[error("the sealed data does not open under the sealing key from {source_name}")]
-    DoesNotOpen { source_name: String },
-}
-
-/// Seals and opens small secrets under a key the vault never sees.
-pub trait SealingKeySource: Send + Sync + 'static {
-    /// Names the key's origin in error messages (never the key itself).
-    fn describe(&self) -> String;
-    /// Encrypts and authenticates `plaintext`, binding `aad`.
-    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealingError>;
-    /// Reverses [`Self::seal`]; fails if the key, `aad` or bytes differ.
-    fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealingError>;
-}
+use super::{NONCE_LEN, SealingError, SealingKeySource, SourceKind, frame, unframe};
 
 /// A 32-byte AES-256-GCM key kept as 64 hex digits in a file.
 pub struct FileSealingKey {
@@ -119,20 +93,11 @@ impl SealingKeySource for FileSealingKey {
                 },
             )
             .expect("AES-GCM encrypts any short message");
-        Ok([&[FORMAT_V1][..], &nonce, &ciphertext].concat())
+        Ok(frame(SourceKind::KeyFile, &nonce, &ciphertext))
     }
 
     fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealingError> {
-        let does_not_open = || SealingError::DoesNotOpen {
-            source_name: self.describe(),
-        };
-        let Some((&FORMAT_V1, rest)) = sealed.split_first() else {
-            return Err(does_not_open());
-        };
-        if rest.len() < NONCE_LEN {
-            return Err(does_not_open());
-        }
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let (nonce, ciphertext) = unframe(sealed, SourceKind::KeyFile, || self.describe())?;
         self.cipher
             .decrypt(
                 Nonce::from_slice(nonce),
@@ -142,7 +107,9 @@ impl SealingKeySource for FileSealingKey {
                 },
             )
             .map(Zeroizing::new)
-            .map_err(|_| does_not_open())
+            .map_err(|_| SealingError::DoesNotOpen {
+                source_name: self.describe(),
+            })
     }
 }
 
@@ -192,7 +159,10 @@ mod tests {
         *flipped.last_mut().unwrap() ^= 1;
         assert!(key.open(&flipped, b"aad").is_err());
         assert!(key.open(&[], b"aad").is_err());
-        assert!(key.open(&[FORMAT_V1, 0, 0], b"aad").is_err());
+        assert!(
+            key.open(&[SourceKind::KeyFile as u8, 0, 0], b"aad")
+                .is_err()
+        );
     }
 
     #[test]
