@@ -1,6 +1,9 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
 SHELL := /bin/bash
 export E2EB_STATE_DIR ?= .state
+# The simulator plays the account authority and trusts the stack's dev CA.
+export E2EB_AUTHORITY_KEY_FILE ?= $(E2EB_STATE_DIR)/authority/token.key
+export E2EB_TLS_CA_FILE ?= $(E2EB_STATE_DIR)/tls/ca.pem
 
 .PHONY: demo up down status test bench bench-vault fleet-bench report-screenshot build clean-state deps
 

@@ -3,7 +3,9 @@
 #   deploy/stack.sh up     build, start local-s3, key-vault, blob-gateway; wait until ready
 #   deploy/stack.sh down   stop exactly the processes `up` started
 #   deploy/stack.sh status show what runs
-# State (S3 data, token key, pid files, logs) lives under $E2EB_STATE_DIR.
+# State (S3 data, the account authority's key, dev TLS certificates, pid
+# files, logs) lives under $E2EB_STATE_DIR. Every gRPC hop is TLS with the dev
+# CA in $E2EB_STATE_DIR/tls; the services get only the authority's public key.
 # E2EB_VAULT_SEALING=pkcs11 seals the vault secrets with a key inside a
 # SoftHSM2 token under $E2EB_STATE_DIR/softhsm instead of a key file.
 set -euo pipefail
@@ -20,7 +22,14 @@ export LOCAL_S3_LISTEN=127.0.0.1:$LOCAL_S3_PORT
 export LOCAL_S3_DATA_DIR=$STATE_DIR/s3
 export S3_ENDPOINT=${S3_ENDPOINT:-http://127.0.0.1:$LOCAL_S3_PORT}
 export BLOB_GATEWAY_LISTEN=127.0.0.1:$BLOB_GATEWAY_PORT
-export E2EB_TOKEN_KEY_FILE=${E2EB_TOKEN_KEY_FILE:-$STATE_DIR/token-signing.key}
+# The account authority's key (only mint-token and the simulator read it)
+# and its public half (all the services get).
+export E2EB_AUTHORITY_KEY_FILE=${E2EB_AUTHORITY_KEY_FILE:-$STATE_DIR/authority/token.key}
+export E2EB_TOKEN_PUBLIC_KEY_FILE=${E2EB_TOKEN_PUBLIC_KEY_FILE:-${E2EB_AUTHORITY_KEY_FILE%.*}.pub}
+# Dev certificates: a CA and one certificate per service. Point the services'
+# --tls-cert/--tls-key and clients' E2EB_TLS_CA_FILE elsewhere for real ones.
+TLS_DIR=${E2EB_TLS_DIR:-$STATE_DIR/tls}
+export E2EB_TLS_CA_FILE=${E2EB_TLS_CA_FILE:-$TLS_DIR/ca.pem}
 export KEY_VAULT_LISTEN=127.0.0.1:$KEY_VAULT_PORT
 export KEY_VAULT_DB=${KEY_VAULT_DB:-$STATE_DIR/vault/vault.db}
 export KEY_VAULT_SEALING_KEY_FILE=${KEY_VAULT_SEALING_KEY_FILE:-$STATE_DIR/vault/sealing.key}
@@ -64,8 +73,8 @@ wait_tcp() { # name port
   done
 }
 
-wait_grpc() { # name port service
-  "$PROFILE_DIR/health-probe" --endpoint "http://127.0.0.1:$2" --service "$3" --wait-secs "$STARTUP_SECS" \
+wait_grpc() { # name port service (over TLS, trusting $E2EB_TLS_CA_FILE)
+  "$PROFILE_DIR/health-probe" --endpoint "https://127.0.0.1:$2" --service "$3" --wait-secs "$STARTUP_SECS" \
     || { echo "$1 not healthy; see $LOGS/$1.log" >&2; tail -5 "$LOGS/$1.log" >&2; exit 1; }
 }
 
@@ -114,17 +123,20 @@ up() {
     pkcs11) setup_softhsm ;;
     *) echo "E2EB_VAULT_SEALING must be file or pkcs11, not $VAULT_SEALING" >&2; exit 2 ;;
   esac
+  "$PROFILE_DIR/mint-token" --init >/dev/null
+  "$PROFILE_DIR/dev-certs" --dir "$TLS_DIR" --service key-vault --service blob-gateway
   start local-s3
   wait_tcp local-s3 "$LOCAL_S3_PORT"
-  start key-vault
+  start key-vault --tls-cert "$TLS_DIR/key-vault.pem" --tls-key "$TLS_DIR/key-vault.key"
   wait_grpc key-vault "$KEY_VAULT_PORT" e2ebackup.vault.v2.KeyVault
-  start blob-gateway
+  start blob-gateway --tls-cert "$TLS_DIR/blob-gateway.pem" --tls-key "$TLS_DIR/blob-gateway.key"
   wait_grpc blob-gateway "$BLOB_GATEWAY_PORT" e2ebackup.storage.v2.BlobGateway
   echo "stack is up (state and logs in $STATE_DIR):"
   echo "  local S3      http://127.0.0.1:$LOCAL_S3_PORT  (bucket e2e-backups, data $LOCAL_S3_DATA_DIR)"
-  echo "  blob gateway  http://127.0.0.1:$BLOB_GATEWAY_PORT  (gRPC, health + reflection)"
-  echo "  key vault     http://127.0.0.1:$KEY_VAULT_PORT  (gRPC; pinned fingerprint $(cat "$KEY_VAULT_FINGERPRINT_FILE" 2>/dev/null))"
-  echo "  token key     $E2EB_TOKEN_KEY_FILE  (mint: $PROFILE_DIR/mint-token --account NAME)"
+  echo "  blob gateway  https://127.0.0.1:$BLOB_GATEWAY_PORT  (gRPC over TLS, health + reflection)"
+  echo "  key vault     https://127.0.0.1:$KEY_VAULT_PORT  (gRPC over TLS; pinned fingerprint $(cat "$KEY_VAULT_FINGERPRINT_FILE" 2>/dev/null))"
+  echo "  TLS CA        $E2EB_TLS_CA_FILE  (clients trust it)"
+  echo "  authority     $E2EB_AUTHORITY_KEY_FILE  (mint: $PROFILE_DIR/mint-token --account NAME --audience blob-gateway|key-vault)"
   if [[ $VAULT_SEALING == pkcs11 ]]; then
     echo "  vault sealing PKCS#11 key in SoftHSM2 token $KEY_VAULT_PKCS11_TOKEN_LABEL ($SOFTHSM2_CONF)"
   else

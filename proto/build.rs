@@ -24,6 +24,7 @@ fn main() {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .codec_path("crate::codec::StrictProstCodec")
         .compile_fds(descriptors)
         .expect("generate the tonic code");
 }

@@ -1,26 +1,31 @@
 //! The end-to-end harness: starts the real binaries (local S3, key vault,
-//! blob gateway)
-//! on fresh loopback ports in a temporary directory, waits until each is
-//! ready (the gateway by its gRPC health check), and kills them in reverse
-//! order when dropped, also when a test panics.
+//! blob gateway) on fresh loopback ports in a temporary directory, waits
+//! until each is ready (the services by their gRPC health check over TLS),
+//! and kills them in reverse order when dropped, also when a test panics.
+//!
+//! Like `make up`, it plays the account authority (its key under
+//! `<dir>/authority/`, the services get only the public key) and makes
+//! development certificates (`<dir>/tls/`): the services serve TLS and the
+//! clients trust that CA.
 //!
 //! The binaries are the workspace's own, found next to the test executable
 //! (`target/<profile>/`); `make test` builds them first.
 
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use account_token::{AccountId, SigningKey};
+use account_token::{AccountId, Audience, Authority, BearerToken};
 use anyhow::Context;
+use backup_client::{GatewayClient, RootKey};
 use backup_client::vault::{KsfStrength, VaultClient};
-use backup_client::{BearerToken, GatewayClient};
 
 pub const BUCKET: &str = "e2e-backups";
-pub const GATEWAY_SERVICE: &str = "e2ebackup.storage.v2.BlobGateway";
-pub const VAULT_SERVICE: &str = "e2ebackup.vault.v2.KeyVault";
+pub const GATEWAY_SERVICE: &str = blob_gateway::SERVICE_NAME;
+pub const VAULT_SERVICE: &str = e2eb_proto::vault::v2::key_vault_server::SERVICE_NAME;
 /// The vault's guess limit in these tests (the production default is 10).
 pub const MAX_GUESSES: u32 = 5;
 /// The gateway's per-account quota in these tests.
@@ -38,7 +43,10 @@ pub struct Stack {
     pub s3_port: u16,
     pub gateway_port: u16,
     pub vault_port: u16,
-    pub token_key: SigningKey,
+    /// The account authority: the harness mints every token.
+    pub authority: Authority,
+    /// What clients trust: the CA of this stack's dev certificates.
+    pub trust: rpc::Trust,
     /// Extra environment for the next gateway start (e.g. a failpoint).
     pub gateway_env: Vec<(String, String)>,
     processes: Vec<Process>,
@@ -69,7 +77,7 @@ pub fn bin(name: &str) -> PathBuf {
 /// child's bind. nextest runs every test in its own process: each process
 /// draws from its own window of 20 ports, chosen by its pid, so parallel
 /// tests do not race for the same port.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let window = 20_000 + (std::process::id() % 600) as u16 * 20;
     (0..200)
@@ -82,14 +90,17 @@ impl Stack {
     /// Starts local S3 and the blob gateway and waits until both are ready.
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let token_key_file = dir.path().join("token-signing.key");
-        let token_key = SigningKey::load_or_create(&token_key_file)?;
+        let authority = Authority::load_or_create(&authority_key_file(dir.path()))?;
+        let tls = dir.path().join("tls");
+        rpc::dev_certs::generate(&tls, &[key_vault_name(), blob_gateway::SERVICE])?;
+        let trust = rpc::Trust::from_ca_file(&rpc::dev_certs::ca_path(&tls))?;
         let mut stack = Stack {
             dir,
             s3_port: free_port(),
             gateway_port: free_port(),
             vault_port: free_port(),
-            token_key,
+            authority,
+            trust,
             gateway_env: Vec::new(),
             processes: Vec::new(),
         };
@@ -117,11 +128,40 @@ impl Stack {
     }
 
     pub fn gateway_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.gateway_port)
+        format!("https://127.0.0.1:{}", self.gateway_port)
     }
 
     pub fn vault_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.vault_port)
+        format!("https://127.0.0.1:{}", self.vault_port)
+    }
+
+    /// Where this stack's dev certificates live (`ca.pem`, `<service>.pem`).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir().join("tls")
+    }
+
+    /// The authority's public key: all the services get.
+    pub fn token_public_key_file(&self) -> PathBuf {
+        account_token::public_key_file(&authority_key_file(self.dir()))
+    }
+
+    /// The environment `device-sim` needs to reach this stack and to play
+    /// its account authority.
+    pub fn sim_env(&self) -> Vec<(&'static str, OsString)> {
+        vec![
+            ("KEY_VAULT_ENDPOINT", self.vault_endpoint().into()),
+            ("KEY_VAULT_FINGERPRINT", self.vault_fingerprint().into()),
+            ("BLOB_GATEWAY_ENDPOINT", self.gateway_endpoint().into()),
+            (
+                "E2EB_AUTHORITY_KEY_FILE",
+                authority_key_file(self.dir()).into(),
+            ),
+            (
+                "E2EB_TLS_CA_FILE",
+                rpc::dev_certs::ca_path(&self.tls_dir()).into(),
+            ),
+            ("DEVICE_SIM_WORK_DIR", self.dir().join("sim").into()),
+        ]
     }
 
     pub fn vault_db(&self) -> PathBuf {
@@ -142,10 +182,22 @@ impl Stack {
         self.vault_pinned(account, &self.vault_fingerprint())
     }
 
+    /// `account`'s vault client after enabling backups with the 64-digit
+    /// `key`: the record that holds the key's auth key and the pointer.
+    pub async fn enable_key_backup(&self, account: &str, key: &RootKey) -> VaultClient {
+        let vault = self.vault(account);
+        vault
+            .enable_key_backup(key, None)
+            .await
+            .expect("enable key backup in the vault");
+        vault
+    }
+
     pub fn vault_pinned(&self, account: &str, fingerprint: &str) -> VaultClient {
         VaultClient::connect(
             &self.vault_endpoint(),
-            self.token(account),
+            &self.trust,
+            self.token(account, Audience::KeyVault),
             account,
             fingerprint,
             KsfStrength::InsecureFastForTests,
@@ -157,14 +209,24 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 
-    pub fn token(&self, account: &str) -> BearerToken {
+    /// Fresh tokens for `account` at `audience` from this stack's authority.
+    pub fn token(&self, account: &str, audience: Audience) -> BearerToken {
         let account = AccountId::new(account).expect("test account ids are valid");
-        BearerToken::new(self.token_key.mint(&account, Duration::from_secs(3600)))
+        let token = self
+            .authority
+            .mint(&account, audience, Duration::from_secs(3600))
+            .expect("the authority mints");
+        BearerToken::new(token)
     }
 
     /// A gateway client acting for `account`.
     pub fn client(&self, account: &str) -> GatewayClient {
-        GatewayClient::connect(&self.gateway_endpoint(), self.token(account))
+        self.client_with(self.token(account, Audience::BlobGateway))
+    }
+
+    /// A gateway client sending `token`.
+    pub fn client_with(&self, token: BearerToken) -> GatewayClient {
+        GatewayClient::connect(&self.gateway_endpoint(), &self.trust, token)
             .expect("the gateway endpoint is a valid URL")
     }
 
@@ -216,11 +278,17 @@ impl Stack {
             .env("KEY_VAULT_SEALING_KEY_FILE", state.join("sealing.key"))
             .env("KEY_VAULT_FINGERPRINT_FILE", state.join("fingerprint"))
             .env("KEY_VAULT_MAX_GUESSES", MAX_GUESSES.to_string())
-            .env("E2EB_TOKEN_KEY_FILE", self.dir().join("token-signing.key"));
+            .env("E2EB_TOKEN_PUBLIC_KEY_FILE", self.token_public_key_file())
+            .envs(self.tls_env(key_vault_name()));
         self.spawn("key-vault", &mut command)?;
-        health_probe::wait_serving(&self.vault_endpoint(), VAULT_SERVICE, READY_TIMEOUT)
-            .await
-            .with_context(|| self.log_tail("key-vault"))
+        health_probe::wait_serving(
+            &self.vault_endpoint(),
+            &self.trust,
+            VAULT_SERVICE,
+            READY_TIMEOUT,
+        )
+        .await
+        .with_context(|| self.log_tail("key-vault"))
     }
 
     pub async fn start_gateway(&mut self) -> anyhow::Result<()> {
@@ -231,7 +299,8 @@ impl Stack {
                 format!("127.0.0.1:{}", self.gateway_port),
             )
             .env("S3_ENDPOINT", self.s3_endpoint())
-            .env("E2EB_TOKEN_KEY_FILE", self.dir().join("token-signing.key"))
+            .env("E2EB_TOKEN_PUBLIC_KEY_FILE", self.token_public_key_file())
+            .envs(self.tls_env(blob_gateway::SERVICE))
             // Small limits so the tests can reach them.
             .env("BLOB_GATEWAY_MAX_CHUNK_BYTES", (2 << 20).to_string())
             .env("BLOB_GATEWAY_MAX_MESSAGE_BYTES", (2 << 20).to_string())
@@ -242,9 +311,29 @@ impl Stack {
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             );
         self.spawn("blob-gateway", &mut command)?;
-        health_probe::wait_serving(&self.gateway_endpoint(), GATEWAY_SERVICE, READY_TIMEOUT)
-            .await
-            .with_context(|| self.log_tail("blob-gateway"))
+        health_probe::wait_serving(
+            &self.gateway_endpoint(),
+            &self.trust,
+            GATEWAY_SERVICE,
+            READY_TIMEOUT,
+        )
+        .await
+        .with_context(|| self.log_tail("blob-gateway"))
+    }
+
+    /// The certificate and key `service` serves (overridable by a test's
+    /// own environment after this).
+    fn tls_env(&self, service: &str) -> [(&'static str, PathBuf); 2] {
+        [
+            (
+                "TLS_CERT_FILE",
+                rpc::dev_certs::cert_path(&self.tls_dir(), service),
+            ),
+            (
+                "TLS_KEY_FILE",
+                rpc::dev_certs::key_path(&self.tls_dir(), service),
+            ),
+        ]
     }
 
     fn ensure_running(&mut self, name: &str) -> anyhow::Result<()> {
@@ -329,4 +418,15 @@ impl Drop for Stack {
             let _ = process.child.wait();
         }
     }
+}
+
+/// The account authority's secret key file of the stack in `dir`.
+pub fn authority_key_file(dir: &Path) -> PathBuf {
+    dir.join("authority/token.key")
+}
+
+/// The key vault's service name (its certificate's name). The e2e crate
+/// does not link the vault; the name is the one `deploy/stack.sh` uses.
+fn key_vault_name() -> &'static str {
+    "key-vault"
 }

@@ -2,6 +2,8 @@
 //! generated from `proto/` at build time. Packages are versioned; a breaking
 //! change gets a new package (`v2`) next to the old one.
 
+pub mod codec;
+
 /// The encoded `FileDescriptorSet` of every package, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 

@@ -2,6 +2,13 @@
 //! chunks the gateway does not hold yet, then commit a sealed manifest as
 //! the next generation. Unchanged chunks are never sent again, and an
 //! interrupted backup resumes without re-sending what arrived.
+//!
+//! The key vault's backup pointer frames every commit: the backup the
+//! gateway serves must be the one the pointer vouches for (else the storage
+//! rolled it back or substituted it, and nothing is committed on top); the
+//! new generation is announced as `pending` before the commit and confirmed
+//! after it. A commit whose answer was lost is settled by the next run,
+//! which finds the served backup equal to the pending one and confirms it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -10,15 +17,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use e2eb_proto::backup::v2::{ChunkRef, FileEntry, Manifest};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::chunking::{self, Chunk, ChunkId, ChunkIds};
 use crate::device_files;
+use crate::freshness::{self, FreshnessError, Vouched};
 use crate::gateway::{GatewayClient, GatewayError};
 use crate::key::{DerivedKey, KeyPurpose, RootKey};
 use crate::manifest;
 use crate::names;
 use crate::seal;
+use crate::vault::{BackupRef, Pointer, VaultClient, VaultError};
 
 /// Chunks uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 8;
@@ -34,8 +43,19 @@ pub enum BackupError {
     },
     #[error("{path} changed while it was being backed up; run the backup again")]
     FileChanged { path: String },
+    /// The storage serves a backup the vault's pointer does not vouch for;
+    /// committing on top of it would bury the real one.
+    #[error("{0}; no backup was made on top of it")]
+    Freshness(#[from] FreshnessError),
+    #[error(
+        "none of the keys given (key id {key_id}) is the one the key vault has registered for this \
+         account; back up with the registered key"
+    )]
+    KeyNotRegistered { key_id: String },
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
 }
 
 /// What a finished backup did.
@@ -55,21 +75,84 @@ pub struct BackupReport {
     pub manifest_bytes: u64,
     /// Chunks of the replaced generation the gateway deleted.
     pub deleted_chunks: u64,
+    /// A generation an earlier run committed without confirming (its answer
+    /// was lost), confirmed by this run.
+    pub settled_generation: Option<u64>,
+    /// Whether the vault's pointer was confirmed after the commit; when not
+    /// (the vault was unreachable), the next backup confirms it.
+    pub pointer_confirmed: bool,
 }
 
-/// Backs up every regular file under `device_root` for `account` under `key`.
+/// Backs up every regular file under `device_root` for `account` under `key`,
+/// the key registered in the vault.
 pub async fn back_up(
     gateway: &GatewayClient,
+    vault: &VaultClient,
     account: &str,
     key: &RootKey,
+    device_root: &Path,
+) -> Result<BackupReport, BackupError> {
+    back_up_with_signer(gateway, vault, account, key, key, device_root).await
+}
+
+/// Backs up under `key` with the pointer updates signed by whichever of
+/// `key` and `signer` the vault accepts: during a key rotation `key` is the
+/// new key and `signer` the registered old one.
+pub async fn back_up_with_signer(
+    gateway: &GatewayClient,
+    vault: &VaultClient,
+    account: &str,
+    key: &RootKey,
+    signer: &RootKey,
     device_root: &Path,
 ) -> Result<BackupReport, BackupError> {
     let files = device_files::list(device_root).map_err(|source| BackupError::ReadDevice {
         path: device_root.display().to_string(),
         source,
     })?;
+    let mut report = BackupReport {
+        files: files.len(),
+        ..BackupReport::default()
+    };
+    let pointer = vault.pointer().await?;
     let expected = gateway.get_backup().await?.map_or(0, |b| b.generation);
-    let previous = previous_manifest(gateway, account, key, expected).await;
+    let previous_sealed = match expected {
+        0 => None,
+        generation => Some(gateway.get_manifest(generation).await?),
+    };
+    let served = previous_sealed.as_ref().map(|sealed| BackupRef {
+        generation: expected,
+        manifest_digest: manifest::digest(sealed),
+    });
+    match freshness::judge(&pointer, served) {
+        Ok(Some(Vouched::Pending)) => {
+            let served = served.expect("a pending generation was served");
+            let confirmer = accepted_signer(&pointer, [key, signer])?;
+            vault.confirm(confirmer, served).await?;
+            report.settled_generation = Some(served.generation);
+            info!(
+                generation = served.generation,
+                "an earlier unconfirmed commit confirmed"
+            );
+        }
+        Ok(_) => {}
+        // The storage lost the backup: a new chain starts, announced in
+        // the vault like any other generation.
+        Err(FreshnessError::Missing { committed }) => {
+            warn!(
+                committed,
+                "the storage holds no backup although the vault records one; starting anew"
+            );
+        }
+        Err(refused) => return Err(refused.into()),
+    }
+    let pointer = match report.settled_generation {
+        Some(_) => vault.pointer().await?,
+        None => pointer,
+    };
+    let announcer = accepted_signer(&pointer, [signer, key])?;
+    let previous = previous_sealed
+        .and_then(|sealed| manifest::open(key, account, expected, &sealed).ok());
     // Chunks the previous generation holds need no question to the gateway.
     let mut known: HashSet<ChunkId> = previous
         .iter()
@@ -86,10 +169,6 @@ pub async fn back_up(
         .collect();
     let ids = ChunkIds::new(key);
     let chunk_key = key.derive(KeyPurpose::FileData);
-    let mut report = BackupReport {
-        files: files.len(),
-        ..BackupReport::default()
-    };
     let mut manifest = Manifest {
         account_id: account.to_string(),
         generation: expected + 1,
@@ -210,9 +289,20 @@ pub async fn back_up(
     let sealed = manifest::seal(key, account, &manifest);
     report.manifest_bytes = sealed.len() as u64;
     report.uploaded_bytes += sealed.len() as u64;
+    let announced = BackupRef {
+        generation: expected + 1,
+        manifest_digest: manifest::digest(&sealed),
+    };
+    vault.set_pending(announcer, announced, key).await?;
     let committed = gateway.commit(expected, sealed, referenced).await?;
     report.generation = committed.generation;
     report.deleted_chunks = committed.deleted_chunks;
+    // The commit stands whatever happens now; a confirmation that fails
+    // is made by the next backup (or accepted as pending by a restore).
+    match vault.confirm(key, announced).await {
+        Ok(()) => report.pointer_confirmed = true,
+        Err(error) => warn!(%error, "committed, but the vault's pointer is not confirmed yet"),
+    }
     info!(
         generation = report.generation,
         files = report.files,
@@ -224,19 +314,22 @@ pub async fn back_up(
     Ok(report)
 }
 
-/// The committed generation's manifest, if it opens with this key (after a
-/// key rotation it does not, and every chunk is new).
-async fn previous_manifest(
-    gateway: &GatewayClient,
-    account: &str,
-    key: &RootKey,
-    generation: u64,
-) -> Option<Manifest> {
-    if generation == 0 {
-        return None;
-    }
-    let sealed = gateway.get_manifest(generation).await.ok()?;
-    manifest::open(key, account, generation, &sealed).ok()
+/// The first of `candidates` the vault accepts as a signer of pointer
+/// updates: the registered auth key or the pending entry's.
+fn accepted_signer<'k>(
+    pointer: &Pointer,
+    candidates: [&'k RootKey; 2],
+) -> Result<&'k RootKey, BackupError> {
+    let pending = pointer.pending.map(|p| p.auth_public_key);
+    candidates
+        .into_iter()
+        .find(|key| {
+            let public = key.auth_public_key();
+            public == pointer.auth_public_key || Some(public) == pending
+        })
+        .ok_or_else(|| BackupError::KeyNotRegistered {
+            key_id: hex::encode(candidates[0].key_id()),
+        })
 }
 
 /// Asks which pending chunks the gateway lacks and uploads those, sealed,

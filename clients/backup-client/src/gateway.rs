@@ -1,12 +1,11 @@
 //! The device's connection to the blob gateway (`e2ebackup.storage.v2`):
-//! one authenticated gRPC channel, chunk uploads and downloads, commits, and
-//! gRPC statuses turned into [`GatewayError`]s that say what to do.
-
-use std::fmt;
-use std::time::Duration;
+//! one authenticated gRPC channel (TLS and tokens from the shared `rpc` and
+//! `account-token` pieces), chunk uploads and downloads, commits, and gRPC
+//! statuses turned into [`GatewayError`]s that say what to do.
 
 use std::collections::HashSet;
 
+pub use account_token::BearerToken;
 use e2eb_proto::storage::v2::blob_gateway_client::BlobGatewayClient;
 use e2eb_proto::storage::v2::{
     ChunkHeader, CommitRequest, CommitResponse, DeleteBackupRequest, GetBackupRequest,
@@ -15,9 +14,8 @@ use e2eb_proto::storage::v2::{
 };
 use futures::StreamExt;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
-use zeroize::Zeroizing;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
 
 /// Bytes of chunk data per gRPC message; well under the gateway's limit.
 pub const MESSAGE_DATA_LEN: usize = 1024 * 1024;
@@ -41,10 +39,21 @@ pub enum GatewayError {
     Conflict(String),
     #[error("the blob gateway refused: over a size limit or the account's quota ({0})")]
     TooLarge(String),
+    #[error(
+        "the blob gateway sent more than the {limit} bytes the backup's manifest allows for this \
+         object: the stored object was replaced or damaged"
+    )]
+    Oversized { limit: usize },
     #[error("the blob gateway refused the request ({0})")]
     Invalid(String),
     #[error("the blob gateway failed unexpectedly ({0})")]
     Internal(String),
+    #[error("cannot set up the connection to the blob gateway: {0}")]
+    Connect(#[from] rpc::ClientSetupError),
+    #[error(
+        "the blob gateway's TLS certificate is not trusted ({0}); check the CA this device trusts (--tls-ca)"
+    )]
+    UntrustedServer(String),
 }
 
 impl GatewayError {
@@ -64,6 +73,9 @@ pub(crate) fn is_connection_failure(status: &Status) -> bool {
 impl From<Status> for GatewayError {
     fn from(status: Status) -> Self {
         let message = status.message().to_string();
+        if let Some(reason) = rpc::client::untrusted_server(&status) {
+            return GatewayError::UntrustedServer(reason);
+        }
         if is_connection_failure(&status) {
             return GatewayError::Unavailable(message);
         }
@@ -86,33 +98,10 @@ impl From<Status> for GatewayError {
 
 impl From<tonic::transport::Error> for GatewayError {
     fn from(error: tonic::transport::Error) -> Self {
-        GatewayError::Unavailable(error.to_string())
-    }
-}
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct BearerToken(Zeroizing<String>);
-
-impl BearerToken {
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(Zeroizing::new(token.into()))
-    }
-}
-
-impl fmt::Debug for BearerToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BearerToken(<redacted>)")
-    }
-}
-
-impl tonic::service::Interceptor for BearerToken {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let value = format!("Bearer {}", self.0.as_str())
-            .parse()
-            .map_err(|_| Status::invalid_argument("account token is not valid header text"))?;
-        request.metadata_mut().insert("authorization", value);
-        Ok(request)
+        match rpc::client::untrusted_server(&error) {
+            Some(reason) => GatewayError::UntrustedServer(reason),
+            None => GatewayError::Unavailable(error.to_string()),
+        }
     }
 }
 
@@ -128,18 +117,22 @@ pub struct GatewayClient {
 }
 
 impl GatewayClient {
-    /// Connects lazily: the first call opens the connection, so a gateway
-    /// that is down shows up as [`GatewayError::Unavailable`] on that call.
-    pub fn connect(endpoint: &str, token: BearerToken) -> Result<Self, GatewayError> {
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| GatewayError::Invalid(format!("gateway endpoint {endpoint}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
+    /// Connects lazily over TLS to a server whose certificate `trust`
+    /// accepts: the first call opens the connection, so a gateway that is
+    /// down shows up as [`GatewayError::Unavailable`] on that call.
+    pub fn connect(
+        endpoint: &str,
+        trust: &rpc::Trust,
+        token: BearerToken,
+    ) -> Result<Self, GatewayError> {
+        let options = rpc::ChannelOptions {
             // HTTP/2's default 64 KiB windows cap a stream at one window per
             // round trip; backups move megabytes.
-            .initial_stream_window_size(Some(WINDOW_BYTES))
-            .initial_connection_window_size(Some(2 * WINDOW_BYTES))
-            .connect_lazy();
+            stream_window_bytes: Some(WINDOW_BYTES),
+            connection_window_bytes: Some(2 * WINDOW_BYTES),
+            ..rpc::ChannelOptions::default()
+        };
+        let channel = rpc::endpoint(endpoint, trust, &options)?.connect_lazy();
         Ok(Self::with_channel(channel, token))
     }
 
@@ -212,7 +205,10 @@ impl GatewayClient {
     }
 
     /// Downloads one sealed chunk whole (chunks are at most a few hundred KiB).
-    pub async fn get_chunk(&self, id: &str) -> Result<Vec<u8>, GatewayError> {
+    /// Downloads a sealed chunk of at most `max_len` bytes (its size is
+    /// known from the manifest): a longer answer is stopped as soon as it
+    /// passes the bound, so a replaced object cannot fill the device's memory.
+    pub async fn get_chunk(&self, id: &str, max_len: usize) -> Result<Vec<u8>, GatewayError> {
         let mut stream = self
             .inner
             .clone()
@@ -223,7 +219,11 @@ impl GatewayClient {
             .into_inner();
         let mut sealed = Vec::new();
         while let Some(message) = stream.next().await {
-            sealed.extend_from_slice(&message?.data);
+            let data = message?.data;
+            if sealed.len() + data.len() > max_len {
+                return Err(GatewayError::Oversized { limit: max_len });
+            }
+            sealed.extend_from_slice(&data);
         }
         Ok(sealed)
     }

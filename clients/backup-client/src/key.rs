@@ -151,12 +151,15 @@ impl RootKey {
 
 impl DerivedKey {
     /// A one-off key for a single sealed object: HKDF-SHA256 of this key with
-    /// the object's random salt. Distinct salts give distinct keys, so the
-    /// per-object nonce sequence never repeats under one key.
-    pub fn for_object(&self, salt: &[u8; 32]) -> DerivedKey {
+    /// the object's salt, its info binding the object's context (account and
+    /// what the object is). Distinct salts give distinct keys, so the
+    /// per-object nonce sequence never repeats under one key; and two
+    /// accounts that share a root key (and so seal an equal chunk under the
+    /// same salt, its id) still never share a (key, nonce).
+    pub fn for_object(&self, salt: &[u8; 32], context: &[u8]) -> DerivedKey {
         let mut out = Zeroizing::new([0u8; 32]);
         Hkdf::<Sha256>::new(Some(salt), self.0.as_ref())
-            .expand(b"e2e-backups v1 object", out.as_mut())
+            .expand_multi_info(&[b"e2e-backups v2 object", context], out.as_mut())
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         DerivedKey(out)
     }
@@ -254,8 +257,13 @@ mod tests {
         let manifest = key.derive(KeyPurpose::Manifest);
         assert_ne!(data.expose_secret(), manifest.expose_secret());
         assert_ne!(
-            data.for_object(&[1; 32]).expose_secret(),
-            data.for_object(&[2; 32]).expose_secret()
+            data.for_object(&[1; 32], b"alice").expose_secret(),
+            data.for_object(&[2; 32], b"alice").expose_secret()
+        );
+        // The same salt (an equal chunk) in two accounts: two keys.
+        assert_ne!(
+            data.for_object(&[1; 32], b"alice").expose_secret(),
+            data.for_object(&[1; 32], b"bob").expose_secret()
         );
         // Deterministic: the same key and label give the same derived key.
         assert_eq!(

@@ -18,10 +18,7 @@ pub mod rotate;
 pub mod seal;
 pub mod vault;
 
-pub use backup::{BackupError, BackupReport, back_up};
+pub use backup::{BackupError, BackupReport, back_up, back_up_with_signer};
 pub use gateway::{BearerToken, GatewayClient, GatewayError};
 pub use key::{KeyParseError, RootKey};
-pub use restore::{
-    IntegrityFailure, RestoreError, RestoreOptions, RestoreReport, restore, restore_any,
-    restore_with,
-};
+pub use restore::{IntegrityFailure, RestoreError, RestoreReport, restore, restore_any};

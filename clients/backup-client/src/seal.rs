@@ -6,7 +6,7 @@
 //! body    = STREAM segments: AES-256-GCM over 64 KiB plaintext pieces
 //! ```
 //!
-//! Each object gets its own key, `HKDF(purpose key, salt)`, and the segments
+//! Each object gets its own key, `HKDF(purpose key, salt, context)`, and the segments
 //! use the STREAM construction of the `aead` crate (big-endian 32-bit counter
 //! plus a last-segment flag in the nonce), so within one key no nonce repeats.
 //! Every segment's associated data is the header followed by the object's
@@ -71,8 +71,8 @@ pub fn sealed_len(plain_len: u64) -> u64 {
     HEADER_LEN as u64 + plain_len + segments * TAG_LEN as u64
 }
 
-fn cipher(key: &DerivedKey, salt: &[u8; 32]) -> Aes256Gcm {
-    let object_key = key.for_object(salt);
+fn cipher(key: &DerivedKey, salt: &[u8; 32], context: &[u8]) -> Aes256Gcm {
+    let object_key = key.for_object(salt, context);
     Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(object_key.expose_secret()))
 }
 
@@ -104,7 +104,7 @@ impl Sealer {
         header.extend_from_slice(salt);
         let aad = [header.as_slice(), context].concat();
         Self {
-            encryptor: EncryptorBE32::from_aead(cipher(key, salt), (&STREAM_NONCE).into()),
+            encryptor: EncryptorBE32::from_aead(cipher(key, salt, context), (&STREAM_NONCE).into()),
             aad,
             pending: Vec::with_capacity(2 * SEGMENT_LEN),
             header_written: false,
@@ -186,7 +186,7 @@ impl Opener {
             .try_into()
             .expect("header ends with a 32-byte salt");
         let aad = [header.as_slice(), &self.context].concat();
-        let decryptor = DecryptorBE32::from_aead(cipher(&key, &salt), (&STREAM_NONCE).into());
+        let decryptor = DecryptorBE32::from_aead(cipher(&key, &salt, &self.context), (&STREAM_NONCE).into());
         self.decryptor = Some((decryptor, aad));
         Ok(true)
     }

@@ -8,3 +8,4 @@ pub mod lifecycle;
 pub mod password_flow;
 pub mod phone;
 pub mod s3_baseline;
+pub mod services;

@@ -4,20 +4,24 @@
 //! byte came back.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use account_token::{AccountId, SigningKey};
-use backup_client::{BearerToken, GatewayClient, RootKey};
+use account_token::AccountId;
+use backup_client::RootKey;
+use backup_client::vault::KsfStrength;
 use serde::Serialize;
 use tracing::info;
 
 use crate::day::{self, DayActivity, DayStats};
 use crate::phone::{self, PhoneProfile, PhoneStats};
+use crate::services::Services;
 
 /// Everything one run needs.
 pub struct KeyFlow<'a> {
-    pub gateway_endpoint: &'a str,
-    pub token_key: &'a SigningKey,
+    pub services: &'a Services,
+    /// The vault fingerprint to pin: a key user's record there holds the
+    /// backup pointer.
+    pub vault_fingerprint: &'a str,
     pub account: AccountId,
     pub seed: u64,
     pub profile: PhoneProfile,
@@ -91,27 +95,32 @@ impl KeyFlow<'_> {
             }
         }
         let stats: PhoneStats = phone::create_phone(&old_phone, self.seed, &self.profile)?;
-        let token = BearerToken::new(
-            self.token_key
-                .mint(&self.account, Duration::from_secs(3600)),
-        );
-        let gateway = GatewayClient::connect(self.gateway_endpoint, token)?;
+        let gateway = self.services.gateway(&self.account)?;
+        // A key user's vault record holds no password, so the KSF is unused.
+        let vault = self.services.vault(
+            &self.account,
+            self.vault_fingerprint,
+            KsfStrength::Production,
+        )?;
         let account = self.account.as_str();
 
-        // Enable backups: the phone makes a key and shows it to the user once.
+        // Enable backups: the phone makes a key and shows it to the user
+        // once; the vault records its auth key and, from now on, the pointer.
         let key = RootKey::generate();
         let shown = key.to_display_digits();
+        vault.enable_key_backup(&key, None).await?;
         info!(account, "backups enabled with a 64-digit key");
 
         let started = Instant::now();
-        let backup = backup_client::back_up(&gateway, account, &key, &old_phone).await?;
+        let backup = backup_client::back_up(&gateway, &vault, account, &key, &old_phone).await?;
         let backup_secs = started.elapsed().as_secs_f64();
 
         let mut days = Vec::new();
         for day in 1..=self.days {
             let changed = day::live_one_day(&old_phone, self.seed, day, self.activity)?;
             let started = Instant::now();
-            let daily = backup_client::back_up(&gateway, account, &key, &old_phone).await?;
+            let daily =
+                backup_client::back_up(&gateway, &vault, account, &key, &old_phone).await?;
             days.push(DayReport {
                 changed,
                 uploaded_plain_bytes: daily.uploaded_plain_bytes,
@@ -123,17 +132,28 @@ impl KeyFlow<'_> {
             });
         }
 
-        // Key rotation: a new key is shown; everything is re-encrypted under
-        // it; the old generation (and with it the old key's use) is gone.
+        // Key rotation: a new key is shown before anything is committed
+        // under it; everything is re-encrypted under it; the old generation
+        // (and with it the old key's use) is gone.
         let mut rotation_secs = None;
         let mut shown = shown;
         if self.rotate {
             let started = Instant::now();
-            let (new_key, _) =
-                backup_client::rotate::rotate_key(&gateway, account, &old_phone).await?;
+            let new_key = RootKey::generate();
+            shown = new_key.to_display_digits();
+            backup_client::rotate::rotate_key(
+                &gateway,
+                &vault,
+                account,
+                &key,
+                &new_key,
+                &old_phone,
+            )
+            .await?;
             rotation_secs = Some(started.elapsed().as_secs_f64());
             let refused = backup_client::restore(
                 &gateway,
+                &vault,
                 account,
                 &key,
                 &self.work_dir.join(format!("old-key-{account}")),
@@ -143,7 +163,6 @@ impl KeyFlow<'_> {
                 matches!(refused, Err(backup_client::RestoreError::OtherKey { .. })),
                 "the old key must be refused after rotation: {refused:?}"
             );
-            shown = new_key.to_display_digits();
             info!(account, "key rotated");
         }
         drop(key);
@@ -151,7 +170,8 @@ impl KeyFlow<'_> {
         // The phone is lost; on the new phone the user types the 64 digits.
         let typed = RootKey::parse(&shown)?;
         let started = Instant::now();
-        let restored = backup_client::restore(&gateway, account, &typed, &new_phone).await?;
+        let restored =
+            backup_client::restore(&gateway, &vault, account, &typed, &new_phone).await?;
         let restore_secs = started.elapsed().as_secs_f64();
 
         let mismatches = phone::diff_trees(&old_phone, &new_phone)?;

@@ -1,8 +1,9 @@
 //! `device-sim`: drives simulated phones against the stack `make up` started.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use account_token::{AccountId, SigningKey};
+use account_token::{AccountId, AuthorityArgs};
 use anyhow::Context;
 use backup_client::vault::KsfStrength;
 use blob_gateway::config::S3Args;
@@ -13,6 +14,7 @@ use device_sim::lifecycle::{KeyFlow, KeyFlowReport, mib_per_sec};
 use device_sim::password_flow::{PasswordFlow, PasswordFlowReport};
 use device_sim::phone::PhoneProfile;
 use device_sim::s3_baseline::{self, S3Baseline};
+use device_sim::services::Services;
 use telemetry::LogArgs;
 
 #[derive(Parser)]
@@ -26,14 +28,14 @@ struct Cli {
     #[arg(
         long,
         env = "BLOB_GATEWAY_ENDPOINT",
-        default_value = "http://127.0.0.1:50061",
+        default_value = "https://127.0.0.1:50061",
         global = true
     )]
     gateway: String,
     #[arg(
         long,
         env = "KEY_VAULT_ENDPOINT",
-        default_value = "http://127.0.0.1:50062",
+        default_value = "https://127.0.0.1:50062",
         global = true
     )]
     vault: String,
@@ -48,14 +50,12 @@ struct Cli {
         global = true
     )]
     vault_fingerprint_file: PathBuf,
-    /// The account authority's signing key (the dev key of the local stack).
-    #[arg(
-        long,
-        env = "E2EB_TOKEN_KEY_FILE",
-        default_value = ".state/token-signing.key",
-        global = true
-    )]
-    token_key_file: PathBuf,
+    /// The simulator plays the account authority: it mints each phone's
+    /// tokens with this key (the local stack's).
+    #[command(flatten)]
+    authority: AuthorityArgs,
+    #[command(flatten)]
+    tls: rpc::ClientTls,
     /// Where the simulated phones live.
     #[arg(
         long,
@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
         return run_fleet(&cli, args.clone()).await;
     }
     telemetry::init(&cli.log);
-    let token_key = SigningKey::load_or_create(&cli.token_key_file)?;
+    let services = services(&cli)?;
     let profile = match cli.profile {
         Profile::Demo => PhoneProfile::demo(),
         Profile::Small => PhoneProfile::small(),
@@ -135,9 +135,10 @@ async fn main() -> anyhow::Result<()> {
     let mut password_report = None;
     let mut baseline = None;
     if matches!(command, Command::Demo | Command::KeyFlow) {
+        let fingerprint = vault_fingerprint(&cli)?;
         let flow = KeyFlow {
-            gateway_endpoint: &cli.gateway,
-            token_key: &token_key,
+            services: &services,
+            vault_fingerprint: fingerprint.trim(),
             account: AccountId::new(format!("sim-key-{}", cli.seed))?,
             seed: cli.seed,
             profile,
@@ -162,10 +163,8 @@ async fn main() -> anyhow::Result<()> {
     if matches!(command, Command::Demo | Command::PasswordFlow) {
         let fingerprint = vault_fingerprint(&cli)?;
         let flow = PasswordFlow {
-            gateway_endpoint: &cli.gateway,
-            vault_endpoint: &cli.vault,
+            services: &services,
             vault_fingerprint: fingerprint.trim(),
-            token_key: &token_key,
             account: AccountId::new(format!("sim-password-{}", cli.seed))?,
             seed: cli.seed + 1,
             profile,
@@ -206,6 +205,16 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The service URLs, the trusted CA and the account authority's key.
+fn services(cli: &Cli) -> anyhow::Result<Services> {
+    Ok(Services {
+        gateway_endpoint: cli.gateway.clone(),
+        vault_endpoint: cli.vault.clone(),
+        trust: cli.tls.load()?,
+        authority: Arc::new(cli.authority.load_or_create()?),
+    })
+}
+
 /// The pinned vault fingerprint: the flag or env, else the file `make up` wrote.
 fn vault_fingerprint(cli: &Cli) -> anyhow::Result<String> {
     match &cli.vault_fingerprint {
@@ -233,10 +242,8 @@ async fn run_fleet(cli: &Cli, args: FleetArgs) -> anyhow::Result<()> {
     let run = FleetRun {
         spec: spec.clone(),
         concurrency: args.concurrency,
-        gateway_endpoint: cli.gateway.clone(),
-        vault_endpoint: cli.vault.clone(),
+        services: services(cli)?,
         vault_fingerprint: vault_fingerprint(cli)?.trim().to_string(),
-        token_key: SigningKey::load_or_create(&cli.token_key_file)?,
         ksf: if cli.insecure_fast_ksf {
             KsfStrength::InsecureFastForTests
         } else {

@@ -4,22 +4,21 @@
 //! the vault erases the key, start over, and finally disable backups.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use account_token::{AccountId, SigningKey};
-use backup_client::vault::{KsfStrength, Password, Proof, VaultClient, VaultError};
-use backup_client::{BearerToken, GatewayClient, RootKey};
+use account_token::AccountId;
+use backup_client::RootKey;
+use backup_client::vault::{KsfStrength, Password, Proof, VaultError};
 use serde::Serialize;
 use tracing::info;
 
 use crate::phone::{self, PhoneProfile};
+use crate::services::Services;
 
 pub struct PasswordFlow<'a> {
-    pub gateway_endpoint: &'a str,
-    pub vault_endpoint: &'a str,
+    pub services: &'a Services,
     /// The vault public key fingerprint this phone trusts.
     pub vault_fingerprint: &'a str,
-    pub token_key: &'a SigningKey,
     pub account: AccountId,
     pub seed: u64,
     pub profile: PhoneProfile,
@@ -74,20 +73,10 @@ impl PasswordFlow<'_> {
             }
         }
         phone::create_phone(&old_phone, self.seed, &self.profile)?;
-        let token = || {
-            BearerToken::new(
-                self.token_key
-                    .mint(&self.account, Duration::from_secs(3600)),
-            )
-        };
-        let gateway = GatewayClient::connect(self.gateway_endpoint, token())?;
-        let vault = VaultClient::connect(
-            self.vault_endpoint,
-            token(),
-            account,
-            self.vault_fingerprint,
-            self.ksf,
-        )?;
+        let gateway = self.services.gateway(&self.account)?;
+        let vault = self
+            .services
+            .vault(&self.account, self.vault_fingerprint, self.ksf)?;
         let (_, max_guesses) = vault.info().await?;
         let mut report = Recorder { steps: Vec::new() };
         let mut mismatches = Vec::new();
@@ -99,14 +88,14 @@ impl PasswordFlow<'_> {
         let started = Instant::now();
         let key = RootKey::generate();
         vault.register(&first, &key, None).await?;
-        backup_client::back_up(&gateway, account, &key, &old_phone).await?;
+        backup_client::back_up(&gateway, &vault, account, &key, &old_phone).await?;
         report.record("enable with password + back up", started, "ok");
 
         // 2. The phone is lost: restore on a new phone with the password.
         let started = Instant::now();
         let recovered = vault.recover(&first).await?;
         let new_phone = dir("new-phone");
-        backup_client::restore(&gateway, account, &recovered.key, &new_phone).await?;
+        backup_client::restore(&gateway, &vault, account, &recovered.key, &new_phone).await?;
         mismatches.extend(phone::diff_trees(&old_phone, &new_phone)?);
         report.record("restore with password", started, "ok");
 
@@ -146,7 +135,7 @@ impl PasswordFlow<'_> {
             "after the rotation the vault must hold exactly the new key"
         );
         let newer_phone = dir("newer-phone");
-        backup_client::restore(&gateway, account, &recovered.key, &newer_phone).await?;
+        backup_client::restore(&gateway, &vault, account, &recovered.key, &newer_phone).await?;
         mismatches.extend(phone::diff_trees(&old_phone, &newer_phone)?);
         report.record(
             "old password refused, new one restores",
@@ -189,7 +178,7 @@ impl PasswordFlow<'_> {
         gateway.delete_backup().await?;
         let new_key = RootKey::generate();
         vault.register(&first, &new_key, None).await?;
-        backup_client::back_up(&gateway, account, &new_key, &old_phone).await?;
+        backup_client::back_up(&gateway, &vault, account, &new_key, &old_phone).await?;
         report.record("start over + back up", started, "ok");
 
         // 8. Disable backups: vault record and blobs deleted.

@@ -75,11 +75,7 @@ async fn a_fleet_of_sixty_phones_does_exactly_what_its_schedule_says() {
         .arg("--insecure-fast-ksf")
         .arg("--report-dir")
         .arg(&report_dir)
-        .env("KEY_VAULT_ENDPOINT", stack.vault_endpoint())
-        .env("KEY_VAULT_FINGERPRINT", stack.vault_fingerprint())
-        .env("BLOB_GATEWAY_ENDPOINT", stack.gateway_endpoint())
-        .env("E2EB_TOKEN_KEY_FILE", stack.dir().join("token-signing.key"))
-        .env("DEVICE_SIM_WORK_DIR", stack.dir().join("sim"))
+        .envs(stack.sim_env())
         .output()
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
@@ -146,11 +142,7 @@ async fn a_fleet_whose_backups_fail_says_so_and_exits_non_zero() {
         .arg("--insecure-fast-ksf")
         .arg("--report-dir")
         .arg(&report_dir)
-        .env("KEY_VAULT_ENDPOINT", stack.vault_endpoint())
-        .env("KEY_VAULT_FINGERPRINT", stack.vault_fingerprint())
-        .env("BLOB_GATEWAY_ENDPOINT", stack.gateway_endpoint())
-        .env("E2EB_TOKEN_KEY_FILE", stack.dir().join("token-signing.key"))
-        .env("DEVICE_SIM_WORK_DIR", stack.dir().join("sim"))
+        .envs(stack.sim_env())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

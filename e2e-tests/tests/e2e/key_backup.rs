@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use account_token::Audience;
 use backup_client::chunking::{self, ChunkIds};
+use backup_client::vault::VaultError;
 use backup_client::{
-    BearerToken, GatewayClient, GatewayError, IntegrityFailure, RestoreError, RestoreOptions,
-    RootKey, back_up, device_files, restore, restore_with,
+    BearerToken, GatewayError, IntegrityFailure, RestoreError, RootKey, back_up, device_files,
+    restore,
 };
 use device_sim::phone::{self, PhoneProfile};
 use e2e_tests::{Stack, bin};
@@ -50,14 +52,15 @@ async fn key_backup_restores_exactly_stores_no_plaintext_and_detects_a_flipped_b
     let phone = small_phone(stack.dir(), 1);
     let gateway = stack.client(ALICE);
     let key = RootKey::generate();
+    let vault = stack.enable_key_backup(ALICE, &key).await;
 
-    let report = back_up(&gateway, ALICE, &key, &phone).await.unwrap();
+    let report = back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
     assert_eq!(report.files, device_files::list(&phone).unwrap().len());
 
     // The user types the 64 digits on a new phone.
     let typed = RootKey::parse(&key.to_display_digits()).unwrap();
     let restored = stack.dir().join("restored");
-    restore(&gateway, ALICE, &typed, &restored).await.unwrap();
+    restore(&gateway, &vault, ALICE, &typed, &restored).await.unwrap();
     assert_eq!(
         phone::diff_trees(&phone, &restored).unwrap(),
         Vec::<String>::new()
@@ -111,7 +114,7 @@ async fn key_backup_restores_exactly_stores_no_plaintext_and_detects_a_flipped_b
     bytes[middle] ^= 0x40;
     std::fs::write(&blob, &bytes).unwrap();
     let target = stack.dir().join("restored-after-tampering");
-    let error = restore(&gateway, ALICE, &typed, &target).await.unwrap_err();
+    let error = restore(&gateway, &vault, ALICE, &typed, &target).await.unwrap_err();
     match &error {
         RestoreError::Integrity { path, reason } => {
             assert_eq!(path, phone::DB_FILE);
@@ -125,6 +128,7 @@ async fn key_backup_restores_exactly_stores_no_plaintext_and_detects_a_flipped_b
     // Another key cannot open the backup, and the error says so.
     let error = restore(
         &gateway,
+        &vault,
         ALICE,
         &RootKey::generate(),
         &stack.dir().join("x"),
@@ -141,7 +145,8 @@ async fn another_accounts_token_cannot_list_read_or_delete_the_backup() {
     let phone = small_phone(stack.dir(), 2);
     let alice = stack.client(ALICE);
     let key = RootKey::generate();
-    let report = back_up(&alice, ALICE, &key, &phone).await.unwrap();
+    let vault = stack.enable_key_backup(ALICE, &key).await;
+    let report = back_up(&alice, &vault, ALICE, &key, &phone).await.unwrap();
     let alice_files = |stack: &Stack| -> Vec<(PathBuf, Vec<u8>)> {
         stack
             .stored_files()
@@ -161,7 +166,7 @@ async fn another_accounts_token_cannot_list_read_or_delete_the_backup() {
     assert!(bob.get_backup().await.unwrap().is_none());
     assert!(bob.has_chunks(&alice_ids).await.unwrap().is_empty());
     // Read: Alice's chunk ids and generation mean nothing under Bob's account.
-    let read = bob.get_chunk(&alice_ids[0]).await;
+    let read = bob.get_chunk(&alice_ids[0], 1 << 20).await;
     assert!(matches!(read, Err(GatewayError::NotFound(_))), "{read:?}");
     let manifest = bob.get_manifest(report.generation).await;
     assert!(
@@ -185,38 +190,48 @@ async fn another_accounts_token_cannot_list_read_or_delete_the_backup() {
         "Alice's stored objects are untouched"
     );
     let restored = stack.dir().join("restored");
-    restore(&alice, ALICE, &key, &restored).await.unwrap();
+    restore(&alice, &vault, ALICE, &key, &restored).await.unwrap();
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 
     // Bob restoring with Alice's key still gets nothing of hers.
-    let bobs = restore(&bob, "bob", &key, &stack.dir().join("bob")).await;
-    assert!(matches!(bobs, Err(RestoreError::NoBackup)), "{bobs:?}");
+    // (He never enabled backups: the vault has no pointer for him either.)
+    let bob_vault = stack.vault("bob");
+    let bobs = restore(&bob, &bob_vault, "bob", &key, &stack.dir().join("bob")).await;
+    assert!(
+        matches!(bobs, Err(RestoreError::Vault(VaultError::NotRegistered))),
+        "{bobs:?}"
+    );
 
-    // Tokens that are forged, from another key, or expired are refused.
+    // Tokens that are forged, from another authority, or expired are
+    // refused (trust_tokens.rs covers audiences and the wire).
     let alice_id = account_token::AccountId::new(ALICE).unwrap();
-    let forged = GatewayClient::connect(
-        &stack.gateway_endpoint(),
-        BearerToken::new("e2eb1.alice.9999999999.AAAA"),
-    )
-    .unwrap();
+    let forged = stack.client_with(BearerToken::new("v4.public.AAAA"));
     assert!(matches!(
         forged.get_backup().await,
         Err(GatewayError::Unauthenticated(_))
     ));
-    let other_key =
-        account_token::SigningKey::generate().mint(&alice_id, std::time::Duration::from_secs(60));
-    let other =
-        GatewayClient::connect(&stack.gateway_endpoint(), BearerToken::new(other_key)).unwrap();
+    let other_key = account_token::Authority::generate()
+        .mint(
+            &alice_id,
+            Audience::BlobGateway,
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+    let other = stack.client_with(BearerToken::new(other_key));
     assert!(matches!(
         other.get_backup().await,
         Err(GatewayError::Unauthenticated(_))
     ));
-    let expired_token = stack.token_key.mint_at(&alice_id, 1);
-    let expired = GatewayClient::connect(
-        &stack.gateway_endpoint(),
-        BearerToken::new(expired_token.clone()),
-    )
-    .unwrap();
+    let expired_token = stack
+        .authority
+        .mint_at(
+            &alice_id,
+            Audience::BlobGateway,
+            std::time::SystemTime::now() - std::time::Duration::from_secs(7200),
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+    let expired = stack.client_with(BearerToken::new(expired_token.clone()));
     let error = expired.get_backup().await.unwrap_err();
     assert!(
         matches!(error, GatewayError::Unauthenticated(_)),
@@ -224,7 +239,10 @@ async fn another_accounts_token_cannot_list_read_or_delete_the_backup() {
     );
     assert!(error.to_string().contains("expired"), "{error}");
     let log = std::fs::read_to_string(stack.log_path("blob-gateway")).unwrap();
-    assert!(!log.contains(&expired_token), "tokens never reach the log");
+    assert!(
+        !log.contains(expired_token.expose_secret()),
+        "tokens never reach the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -233,7 +251,8 @@ async fn an_incremental_backup_sends_only_new_chunks_and_the_old_generation_is_d
     let phone = small_phone(stack.dir(), 3);
     let gateway = stack.client(ALICE);
     let key = RootKey::generate();
-    let first = back_up(&gateway, ALICE, &key, &phone).await.unwrap();
+    let vault = stack.enable_key_backup(ALICE, &key).await;
+    let first = back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
     assert_eq!(first.generation, 1);
     assert_eq!(first.deleted_chunks, 0);
 
@@ -248,7 +267,7 @@ async fn an_incremental_backup_sends_only_new_chunks_and_the_old_generation_is_d
         .find(|f| f.path.starts_with("Media/") && f.path != "Media/new-photo.jpg")
         .unwrap();
     std::fs::remove_file(phone.join(&removed.path)).unwrap();
-    let second = back_up(&gateway, ALICE, &key, &phone).await.unwrap();
+    let second = back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
     assert_eq!(second.generation, 2);
     assert_eq!(
         second.uploaded_chunks,
@@ -276,7 +295,7 @@ async fn an_incremental_backup_sends_only_new_chunks_and_the_old_generation_is_d
     );
 
     let restored = stack.dir().join("restored");
-    let restored_report = restore(&gateway, ALICE, &key, &restored).await.unwrap();
+    let restored_report = restore(&gateway, &vault, ALICE, &key, &restored).await.unwrap();
     assert_eq!(restored_report.generation, 2);
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 
@@ -288,27 +307,6 @@ async fn an_incremental_backup_sends_only_new_chunks_and_the_old_generation_is_d
         .unwrap_err();
     assert!(matches!(error, GatewayError::Conflict(_)), "{error:?}");
     assert_eq!(gateway.get_backup().await.unwrap().unwrap().generation, 2);
-    // A device that already saw generation 3 refuses generation 2 (rollback).
-    let error = restore_with(
-        &gateway,
-        ALICE,
-        &key,
-        &stack.dir().join("rollback"),
-        RestoreOptions { min_generation: 3 },
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            RestoreError::Rollback {
-                served: 2,
-                last_seen: 3
-            }
-        ),
-        "{error:?}"
-    );
-
     // Disabling backups deletes everything of the account.
     assert!(gateway.delete_backup().await.unwrap() > 0);
     assert!(gateway.get_backup().await.unwrap().is_none());
@@ -351,19 +349,20 @@ async fn a_backup_over_the_quota_is_refused_and_the_last_one_stays() {
     let phone = small_phone(stack.dir(), 5);
     let gateway = stack.client(ALICE);
     let key = RootKey::generate();
-    back_up(&gateway, ALICE, &key, &phone).await.unwrap();
+    let vault = stack.enable_key_backup(ALICE, &key).await;
+    back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
     // Grow the phone past the 2 MiB test quota.
     let big: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
         .collect();
     std::fs::write(phone.join("Media/huge-video.mp4"), &big).unwrap();
-    let error = back_up(&gateway, ALICE, &key, &phone).await.unwrap_err();
+    let error = back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap_err();
     assert!(error.to_string().contains("quota"), "{error}");
     let listing = gateway.get_backup().await.unwrap().unwrap();
     assert_eq!(listing.generation, 1, "nothing was committed");
     std::fs::remove_file(phone.join("Media/huge-video.mp4")).unwrap();
     let restored = stack.dir().join("restored");
-    restore(&gateway, ALICE, &key, &restored).await.unwrap();
+    restore(&gateway, &vault, ALICE, &key, &restored).await.unwrap();
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 }
 
@@ -373,26 +372,27 @@ async fn storage_or_gateway_down_is_unavailable_and_loses_nothing() {
     let phone = small_phone(stack.dir(), 4);
     let gateway = stack.client(ALICE);
     let key = RootKey::generate();
-    back_up(&gateway, ALICE, &key, &phone).await.unwrap();
+    let vault = stack.enable_key_backup(ALICE, &key).await;
+    back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
 
     stack.kill("local-s3");
-    let error = restore(&gateway, ALICE, &key, &stack.dir().join("r1"))
+    let error = restore(&gateway, &vault, ALICE, &key, &stack.dir().join("r1"))
         .await
         .unwrap_err();
     assert!(
         matches!(&error, RestoreError::Gateway(e) if e.is_retryable()),
         "{error:?}"
     );
-    let error = back_up(&gateway, ALICE, &key, &phone).await.unwrap_err();
+    let error = back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap_err();
     assert!(error.to_string().contains("retry later"), "{error}");
 
     stack.start_s3().await.unwrap();
     let restored = stack.dir().join("r2");
-    restore(&gateway, ALICE, &key, &restored).await.unwrap();
+    restore(&gateway, &vault, ALICE, &key, &restored).await.unwrap();
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 
     stack.kill("blob-gateway");
-    let error = restore(&gateway, ALICE, &key, &stack.dir().join("r3"))
+    let error = restore(&gateway, &vault, ALICE, &key, &stack.dir().join("r3"))
         .await
         .unwrap_err();
     assert!(
@@ -401,7 +401,7 @@ async fn storage_or_gateway_down_is_unavailable_and_loses_nothing() {
     );
     stack.start_gateway().await.unwrap();
     let restored = stack.dir().join("r4");
-    restore(&gateway, ALICE, &key, &restored).await.unwrap();
+    restore(&gateway, &vault, ALICE, &key, &restored).await.unwrap();
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 }
 
@@ -417,11 +417,7 @@ async fn the_simulator_runs_both_flows_against_the_stack() {
             "9",
             "--insecure-fast-ksf",
         ])
-        .env("KEY_VAULT_ENDPOINT", stack.vault_endpoint())
-        .env("KEY_VAULT_FINGERPRINT", stack.vault_fingerprint())
-        .env("BLOB_GATEWAY_ENDPOINT", stack.gateway_endpoint())
-        .env("E2EB_TOKEN_KEY_FILE", stack.dir().join("token-signing.key"))
-        .env("DEVICE_SIM_WORK_DIR", stack.dir().join("sim"))
+        .envs(stack.sim_env())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

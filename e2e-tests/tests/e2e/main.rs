@@ -5,5 +5,7 @@ mod crash;
 mod fleet;
 mod key_backup;
 mod rotation;
+mod trust_storage;
 mod trust_vault;
+mod trust_tokens;
 mod vault;

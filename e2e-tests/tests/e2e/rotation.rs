@@ -6,7 +6,11 @@ use backup_client::rotate::{
     begin_with_vault, finish_with_vault, rotate_key, rotate_key_with_vault,
 };
 use backup_client::vault::Password;
-use backup_client::{RestoreError, RestoreOptions, RootKey, back_up, restore, restore_any};
+use backup_client::freshness::Vouched;
+use backup_client::rotate::RotateError;
+use backup_client::{
+    RestoreError, RootKey, back_up, back_up_with_signer, restore, restore_any,
+};
 use device_sim::phone;
 use e2e_tests::Stack;
 
@@ -23,7 +27,9 @@ async fn a_password_users_rotation_interrupted_at_any_step_restores_and_says_whi
     let password = Password::new("rotate me");
     let old = RootKey::generate();
     vault.register(&password, &old, None).await.unwrap();
-    back_up(&gateway, ALICE, &old, &phone_dir).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &old, &phone_dir)
+        .await
+        .unwrap();
     let key_id = |key: &RootKey| hex::encode(key.key_id());
     let mut attempt = 0;
     let mut restore_with_password = async || {
@@ -42,10 +48,13 @@ async fn a_password_users_rotation_interrupted_at_any_step_restores_and_says_whi
         .unwrap();
     assert_eq!(restore_with_password().await, (key_id(&old), true));
 
-    // Interrupted after step 2: committed under the new key.
-    back_up(&gateway, ALICE, &new, &phone_dir).await.unwrap();
+    // Interrupted after step 2: committed under the new key (announced in
+    // the pointer with the registered old key's signature).
+    back_up_with_signer(&gateway, &vault, ALICE, &new, &old, &phone_dir)
+        .await
+        .unwrap();
     assert_eq!(restore_with_password().await, (key_id(&new), true));
-    let error = restore(&gateway, ALICE, &old, &stack.dir().join("old"))
+    let error = restore(&gateway, &vault, ALICE, &old, &stack.dir().join("old"))
         .await
         .unwrap_err();
     match &error {
@@ -100,7 +109,7 @@ async fn restore_with(
     let recovered = vault.recover(password).await.unwrap();
     let mut keys = vec![&recovered.key];
     keys.extend(recovered.previous.as_ref());
-    let report = restore_any(gateway, ALICE, &keys, target, RestoreOptions::default())
+    let report = restore_any(gateway, vault, ALICE, &keys, target)
         .await
         .unwrap();
     (report.key_id, recovered.previous.is_some())
@@ -112,10 +121,21 @@ async fn a_key_users_old_key_is_refused_after_rotation_with_a_clear_error() {
     let phone_dir = small_phone(stack.dir(), 32);
     let gateway = stack.client(ALICE);
     let old = RootKey::generate();
-    back_up(&gateway, ALICE, &old, &phone_dir).await.unwrap();
-    let (new, _) = rotate_key(&gateway, ALICE, &phone_dir).await.unwrap();
+    let vault = stack.enable_key_backup(ALICE, &old).await;
+    back_up(&gateway, &vault, ALICE, &old, &phone_dir)
+        .await
+        .unwrap();
+    let new = RootKey::generate();
+    rotate_key(&gateway, &vault, ALICE, &old, &new, &phone_dir)
+        .await
+        .unwrap();
+    assert_eq!(
+        vault.pointer().await.unwrap().auth_public_key,
+        new.auth_public_key(),
+        "the confirmed rotation made the new key the registered one"
+    );
 
-    let error = restore(&gateway, ALICE, &old, &stack.dir().join("old"))
+    let error = restore(&gateway, &vault, ALICE, &old, &stack.dir().join("old"))
         .await
         .unwrap_err();
     assert!(matches!(error, RestoreError::OtherKey { .. }), "{error:?}");
@@ -124,6 +144,81 @@ async fn a_key_users_old_key_is_refused_after_rotation_with_a_clear_error() {
         "{error}"
     );
     let target = stack.dir().join("new");
-    restore(&gateway, ALICE, &new, &target).await.unwrap();
+    restore(&gateway, &vault, ALICE, &new, &target)
+        .await
+        .unwrap();
     assert!(phone::diff_trees(&phone_dir, &target).unwrap().is_empty());
+}
+
+/// Issue 8, finding 6: the gateway stopped right after writing the commit
+/// record of a rotation (the answer never reaches the phone). The user
+/// already holds the new key; a fresh device restores with it, and the next
+/// backup settles the rotation through the pointer's pending entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_whose_commit_answer_was_lost_restores_with_the_key_the_user_was_given() {
+    let mut stack = Stack::start().await.unwrap();
+    let phone_dir = small_phone(stack.dir(), 33);
+    let old = RootKey::generate();
+    let vault = stack.enable_key_backup(ALICE, &old).await;
+    back_up(&gateway_of(&stack), &vault, ALICE, &old, &phone_dir)
+        .await
+        .unwrap();
+
+    stack.kill("blob-gateway");
+    stack.gateway_env = vec![(
+        "BLOB_GATEWAY_FAILPOINT".into(),
+        "commit:after-record".into(),
+    )];
+    stack.start_gateway().await.unwrap();
+    // The phone shows the new key before rotating (the API takes it).
+    let new = RootKey::generate();
+    let shown = new.to_display_digits();
+    let error = rotate_key(&gateway_of(&stack), &vault, ALICE, &old, &new, &phone_dir)
+        .await
+        .unwrap_err();
+    match &error {
+        RotateError::Unsettled {
+            old_key_id,
+            new_key_id,
+            ..
+        } => {
+            assert_eq!(old_key_id, &hex::encode(old.key_id()));
+            assert_eq!(new_key_id, &hex::encode(new.key_id()));
+        }
+        other => panic!("expected an unsettled rotation, got {other:?}"),
+    }
+    assert!(error.to_string().contains("keep both keys"), "{error}");
+    stack.kill("blob-gateway");
+    stack.gateway_env.clear();
+    stack.start_gateway().await.unwrap();
+
+    // A fresh device with the key the user was shown: the committed
+    // generation is the pointer's pending one, and it restores.
+    let typed = RootKey::parse(&shown).unwrap();
+    let target = stack.dir().join("new-phone");
+    let report = restore(&gateway_of(&stack), &stack.vault(ALICE), ALICE, &typed, &target)
+        .await
+        .unwrap();
+    assert_eq!(report.vouched, Some(Vouched::Pending));
+    assert!(phone::diff_trees(&phone_dir, &target).unwrap().is_empty());
+    let error = restore(&gateway_of(&stack), &vault, ALICE, &old, &stack.dir().join("old"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RestoreError::OtherKey { .. }), "{error:?}");
+
+    // The next backup with the new key confirms the lost commit.
+    let next = back_up(&gateway_of(&stack), &vault, ALICE, &new, &phone_dir)
+        .await
+        .unwrap();
+    assert_eq!(next.settled_generation, Some(report.generation));
+    assert!(next.pointer_confirmed);
+    let pointer = vault.pointer().await.unwrap();
+    assert_eq!(pointer.auth_public_key, new.auth_public_key());
+    assert_eq!(pointer.committed.unwrap().generation, next.generation);
+}
+
+/// A new connection, as a phone makes after a failure (the old one died
+/// with the gateway).
+fn gateway_of(stack: &Stack) -> backup_client::GatewayClient {
+    stack.client(ALICE)
 }

@@ -3,6 +3,7 @@
 //! test runs the attack, shows it failing with its own error, and shows
 //! the honest flow still working.
 
+use account_token::Audience;
 use backup_client::RootKey;
 use backup_client::vault::{Password, Proof, VaultError};
 use e2e_tests::Stack;
@@ -85,12 +86,16 @@ async fn a_recorded_key_signature_cannot_be_replayed() {
         .await
         .unwrap();
 
-    let channel = tonic::transport::Endpoint::from_shared(stack.vault_endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut raw = KeyVaultClient::with_interceptor(channel, stack.token("alice"));
+    let channel = rpc::endpoint(
+        &stack.vault_endpoint(),
+        &stack.trust,
+        &rpc::ChannelOptions::default(),
+    )
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let mut raw = KeyVaultClient::with_interceptor(channel, stack.token("alice", Audience::KeyVault));
     let challenge = raw
         .get_challenge(GetChallengeRequest {})
         .await

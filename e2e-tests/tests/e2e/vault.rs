@@ -2,6 +2,7 @@
 //! limit (also under concurrency), restarts, pinning, account isolation, and
 //! no secret in any database, stored object or log line.
 
+use account_token::Audience;
 use backup_client::vault::{Password, Proof, VaultError};
 use backup_client::{RootKey, back_up, restore};
 use device_sim::phone;
@@ -34,7 +35,7 @@ async fn password_flows_restore_change_lock_out_exactly_and_start_over() {
         .register(&password("hunter2 but longer"), &key, None)
         .await
         .unwrap();
-    back_up(&gateway, ALICE, &key, &phone).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
     // A second registration without proof is refused and changes nothing.
     let error = vault
         .register(&password("attacker"), &RootKey::generate(), None)
@@ -49,7 +50,7 @@ async fn password_flows_restore_change_lock_out_exactly_and_start_over() {
         .unwrap();
     assert_eq!(recovered.key.expose_secret(), key.expose_secret());
     let restored = stack.dir().join("restored");
-    restore(&gateway, ALICE, &recovered.key, &restored)
+    restore(&gateway, &vault, ALICE, &recovered.key, &restored)
         .await
         .unwrap();
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
@@ -145,10 +146,11 @@ async fn password_flows_restore_change_lock_out_exactly_and_start_over() {
         .register(&password("fresh start"), &new_key, None)
         .await
         .unwrap();
-    back_up(&gateway, ALICE, &new_key, &phone).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &new_key, &phone).await.unwrap();
     let again = vault.recover(&password("fresh start")).await.unwrap();
     restore(
         &gateway,
+        &vault,
         ALICE,
         &again.key,
         &stack.dir().join("after-start-over"),
@@ -176,17 +178,24 @@ async fn one_hundred_concurrent_logins_are_served_exactly_the_guess_limit() {
         .await
         .unwrap();
 
-    let channel = tonic::transport::Endpoint::from_shared(stack.vault_endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = rpc::endpoint(
+        &stack.vault_endpoint(),
+        &stack.trust,
+        &rpc::ChannelOptions::default(),
+    )
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
     let mut calls = Vec::new();
     for i in 0..100 {
         let start =
             ClientLogin::<Suite>::start(&mut rand::rngs::OsRng, format!("wrong {i}").as_bytes())
                 .unwrap();
-        let mut client = KeyVaultClient::with_interceptor(channel.clone(), stack.token(ALICE));
+        let mut client = KeyVaultClient::with_interceptor(
+            channel.clone(),
+            stack.token(ALICE, Audience::KeyVault),
+        );
         calls.push(tokio::spawn(async move {
             client
                 .login_start(LoginStartRequest {
@@ -234,7 +243,7 @@ async fn the_count_and_the_record_survive_a_vault_kill_and_restart() {
         .register(&password("right"), &key, None)
         .await
         .unwrap();
-    back_up(&gateway, ALICE, &key, &phone).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
     let fingerprint = stack.vault_fingerprint();
 
     let error = vault.recover(&password("wrong")).await.unwrap_err();
@@ -259,7 +268,7 @@ async fn the_count_and_the_record_survive_a_vault_kill_and_restart() {
     );
     let recovered = vault.recover(&password("right")).await.unwrap();
     let restored = stack.dir().join("restored");
-    restore(&gateway, ALICE, &recovered.key, &restored)
+    restore(&gateway, &vault, ALICE, &recovered.key, &restored)
         .await
         .unwrap();
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
@@ -367,7 +376,7 @@ async fn no_password_or_key_in_the_vault_database_stored_objects_or_logs() {
         .register(&password(secrets[0]), &key, None)
         .await
         .unwrap();
-    back_up(&gateway, ALICE, &key, &phone).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
     let _ = vault.recover(&password("a wrong guess")).await;
     let login = vault.recover(&password(secrets[0])).await.unwrap();
     vault

@@ -2,9 +2,10 @@
 //! local stack with no flags.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
+use account_token::VerifierArgs;
 use clap::{Args, Parser};
+use rpc::ServerTls;
 use telemetry::LogArgs;
 
 #[derive(Debug, Clone, Parser)]
@@ -16,13 +17,10 @@ pub struct Config {
     /// Address of the gRPC server.
     #[arg(long, env = "BLOB_GATEWAY_LISTEN", default_value = "127.0.0.1:50061")]
     pub listen: SocketAddr,
-    /// File holding the account-token signing key (64 hex digits; created if missing).
-    #[arg(
-        long,
-        env = "E2EB_TOKEN_KEY_FILE",
-        default_value = ".state/token-signing.key"
-    )]
-    pub token_key_file: PathBuf,
+    #[command(flatten)]
+    pub tokens: VerifierArgs,
+    #[command(flatten)]
+    pub tls: ServerTls,
     #[command(flatten)]
     pub s3: S3Args,
     #[command(flatten)]

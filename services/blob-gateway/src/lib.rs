@@ -19,11 +19,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use account_token::SigningKey;
+use account_token::Audience;
 use e2eb_proto::storage::v2::blob_gateway_server::BlobGatewayServer;
+use rpc::{RpcServer, ServerOptions};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -31,7 +30,11 @@ use crate::locks::CommitLocks;
 use crate::store::Store;
 
 /// The gRPC service name, as health checks know it.
-pub const SERVICE_NAME: &str = "e2ebackup.storage.v2.BlobGateway";
+pub const SERVICE_NAME: &str =
+    <BlobGatewayServer<v2::service::Gateway> as tonic::server::NamedService>::NAME;
+
+/// The name of this service: its token audience, its certificate's name.
+pub const SERVICE: &str = "blob-gateway";
 
 /// Binds `config.listen` and runs the gateway until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -40,9 +43,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 /// Runs the gateway on `listener` (whose address wins over `config.listen`)
-/// until `shutdown` resolves. Health answers NOT_SERVING until the object
-/// storage answers and the bucket exists; then the v2 orphan sweep starts in
-/// the background.
+/// until `shutdown` resolves, over TLS unless explicitly plaintext, with
+/// blob-gateway tokens only. Health answers NOT_SERVING until the object
+/// storage answers and the bucket exists; then the v2 orphan sweep starts
+/// in the background.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -51,17 +55,13 @@ pub async fn serve(
     if let Some(name) = config.failpoint {
         failpoint::arm(name);
     }
-    let key = SigningKey::load_or_create(&config.token_key_file)?;
+    let verifier = config.tokens.verifier(Audience::BlobGateway)?;
+    let transport = config.tls.load(SERVICE)?;
     let store = Store::new(&config.s3, config.limits.part_bytes);
     let locks = Arc::new(CommitLocks::default());
     let gateway = v2::service::Gateway::new(store.clone(), config.limits.clone(), locks.clone());
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    for name in ["", SERVICE_NAME] {
-        health
-            .set_service_status(name, ServingStatus::NotServing)
-            .await;
-    }
+    let (ready, is_ready) = tokio::sync::oneshot::channel::<()>();
     let create_bucket = config.s3.create_bucket;
     let endpoint = config.s3.endpoint.clone();
     tokio::spawn(async move {
@@ -78,40 +78,28 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         info!(%endpoint, "object storage ready");
-        for name in ["", SERVICE_NAME] {
-            health
-                .set_service_status(name, ServingStatus::Serving)
-                .await;
-        }
+        let _ = ready.send(());
         v2::gc::sweep(&store, &locks).await;
     });
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(e2eb_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let authenticator = account_token::grpc::Authenticator::new(key);
     // A commit and a manifest download are single messages.
     let max_message = config.limits.message_limit();
     let gateway = BlobGatewayServer::new(gateway)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let gateway = tonic::service::interceptor::InterceptedService::new(gateway, authenticator);
-
-    info!(listen = %listener.local_addr()?, "blob-gateway listening");
-    tonic::transport::Server::builder()
+    let options = ServerOptions {
+        file_descriptor_sets: vec![e2eb_proto::FILE_DESCRIPTOR_SET],
         // Large windows: blobs stream in megabytes, not in 64 KiB round trips.
-        .initial_stream_window_size(8 * 1024 * 1024)
-        .initial_connection_window_size(16 * 1024 * 1024)
-        .add_service(health_service)
-        .add_service(reflection)
+        stream_window_bytes: Some(8 * 1024 * 1024),
+        connection_window_bytes: Some(16 * 1024 * 1024),
+    };
+    // Health says NOT_SERVING until the object storage answers.
+    let ready = async {
+        let _ = is_ready.await;
+    };
+    RpcServer::new(transport, verifier, options)?
         .add_service(gateway)
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY, Nagle plus delayed ACKs stall every
-            // small response by ~40 ms.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve(listener, ready, shutdown)
         .await?;
     info!("blob-gateway stopped");
     Ok(())

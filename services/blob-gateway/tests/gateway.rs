@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use account_token::{AccountId, SigningKey};
+use account_token::{AccountId, Audience, Authority};
 use e2eb_proto::storage::v2::{DeleteBackupRequest, GetBackupRequest};
 use futures::StreamExt;
 use tonic::Code;
@@ -329,11 +329,22 @@ async fn accounts_are_isolated() {
     assert_eq!(get(&alice, &id(1)).await.unwrap().0, b"alice's");
     assert_eq!(manifest(&alice, 1).await.unwrap(), b"alice m1");
 
-    let stranger =
-        SigningKey::generate().mint(&AccountId::new("alice").unwrap(), Duration::from_secs(60));
-    let forged = harness.client_with(stranger);
+    // Another authority's token, and the right authority's token for the
+    // key vault, are both refused.
+    let alice_id = AccountId::new("alice").unwrap();
+    let stranger = Authority::generate()
+        .mint(&alice_id, Audience::BlobGateway, Duration::from_secs(60))
+        .unwrap();
+    let forged = harness.client_with(stranger.expose_secret().to_string());
     assert_code(has(&forged, &[id(1)]).await, Code::Unauthenticated);
     assert_code(get(&forged, &id(1)).await, Code::Unauthenticated);
+    let vault_token = harness
+        .authority
+        .mint(&alice_id, Audience::KeyVault, Duration::from_secs(60))
+        .unwrap();
+    let misdirected = harness.client_with(vault_token.expose_secret().to_string());
+    let status = assert_code(has(&misdirected, &[id(1)]).await, Code::Unauthenticated);
+    assert!(status.message().contains("\"key-vault\""), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

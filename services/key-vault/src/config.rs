@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use account_token::VerifierArgs;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rpc::ServerTls;
 use telemetry::LogArgs;
 
 use crate::sealing::Pkcs11Config;
@@ -39,13 +41,10 @@ pub struct Config {
     /// The key prefix of this vault fleet in etcd.
     #[arg(long, env = "KEY_VAULT_ETCD_PREFIX", default_value = "/e2eb/vault")]
     pub etcd_prefix: String,
-    /// File holding the account-token signing key (64 hex digits; created if missing).
-    #[arg(
-        long,
-        env = "E2EB_TOKEN_KEY_FILE",
-        default_value = ".state/token-signing.key"
-    )]
-    pub token_key_file: PathBuf,
+    #[command(flatten)]
+    pub tokens: VerifierArgs,
+    #[command(flatten)]
+    pub tls: ServerTls,
     /// What seals the vault secrets at rest: `file` (the key file below) or
     /// `pkcs11` (an AES-256 key inside a PKCS#11 token that never leaves
     /// it; see the --pkcs11-* flags and `key-vault pkcs11-init`).
@@ -57,7 +56,7 @@ pub struct Config {
     #[arg(
         long,
         env = "KEY_VAULT_SEALING_KEY_FILE",
-        default_value = ".state/vault-sealing.key"
+        default_value = ".state/vault/sealing.key"
     )]
     pub sealing_key_file: PathBuf,
     /// Also write the public key fingerprint to this file (clients pin it).
@@ -142,12 +141,17 @@ mod tests {
         assert_eq!(config.db, PathBuf::from(".state/vault/vault.db"));
         assert_eq!(
             config.sealing_key_file,
-            PathBuf::from(".state/vault-sealing.key")
+            PathBuf::from(".state/vault/sealing.key")
         );
         assert_eq!(config.policy.max_guesses, 10);
         assert_eq!(config.policy.login_session_ttl, Duration::from_secs(60));
         assert_eq!(config.policy.login_ticket_ttl, Duration::from_secs(300));
         assert!(config.fingerprint_file.is_none());
+        assert_eq!(
+            config.tokens.token_public_key_file,
+            PathBuf::from(".state/authority/token.pub")
+        );
+        assert!(!config.tls.insecure_plaintext);
         assert_eq!(config.sealing, SealingKind::File);
         assert_eq!(
             config.pkcs11.module,

@@ -25,12 +25,11 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
-use account_token::SigningKey;
+use account_token::{Audience, Verifier};
 use anyhow::Context;
 use e2eb_proto::vault::v2::key_vault_server::KeyVaultServer;
+use rpc::{RpcServer, ServerOptions, ServerTransport};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic_health::ServingStatus;
 use tracing::info;
 
 use crate::clock::{Clock, SystemClock};
@@ -44,16 +43,22 @@ use crate::store::sqlite::SqliteStore;
 use crate::vault::Vault;
 
 /// The gRPC service name, as health checks know it.
-pub const SERVICE_NAME: &str = "e2ebackup.vault.v2.KeyVault";
+pub const SERVICE_NAME: &str =
+    <KeyVaultServer<service::KeyVaultService> as tonic::server::NamedService>::NAME;
+
+/// The name of this service: its token audience, its certificate's name.
+pub const SERVICE: &str = "key-vault";
 
 /// Every vault message is a few hundred bytes; anything larger is refused
 /// before it is decoded.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
-/// A vault ready to serve: storage open, secrets unsealed.
+/// A vault ready to serve: storage open, secrets unsealed, the token
+/// verifier and the TLS material loaded.
 pub struct Opened {
     pub vault: Vault,
-    pub token_key: SigningKey,
+    pub verifier: Verifier,
+    pub transport: ServerTransport,
 }
 
 impl Opened {
@@ -63,11 +68,13 @@ impl Opened {
     }
 }
 
-/// Opens the database, the sealing key and the token key named by
-/// `config`, creating the vault secrets on first start. Fails with a clear
-/// message if the sealing key does not open existing secrets.
+/// Opens the database, the sealing key, the account authority's public key
+/// and the TLS material named by `config`, creating the vault secrets on
+/// first start. Fails with a clear message if the sealing key does not
+/// open existing secrets or TLS is neither configured nor explicitly off.
 pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Opened> {
-    let token_key = SigningKey::load_or_create(&config.token_key_file)?;
+    let verifier = config.tokens.verifier(Audience::KeyVault)?;
+    let transport = config.tls.load(SERVICE)?;
     let sealing = open_sealing(config).await?;
     let store = open_store(config).await?;
     let secrets = VaultSecrets::load_or_create(store.as_ref(), sealing.as_ref()).await?;
@@ -77,7 +84,11 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Open
         "vault secrets unsealed"
     );
     let vault = Vault::new(store, Arc::new(secrets), config.policy.clone(), clock);
-    Ok(Opened { vault, token_key })
+    Ok(Opened {
+        vault,
+        verifier,
+        transport,
+    })
 }
 
 /// The sealing key `config` names. A token is opened on a blocking thread:
@@ -142,33 +153,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", ServingStatus::Serving).await;
-    health
-        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(e2eb_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
     let vault = KeyVaultServer::new(service::KeyVaultService::new(opened.vault))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let vault = tonic::service::interceptor::InterceptedService::new(
-        vault,
-        account_token::grpc::Authenticator::new(opened.token_key),
-    );
-    info!(listen = %listener.local_addr()?, "key-vault listening");
-    tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
+    let options = ServerOptions {
+        file_descriptor_sets: vec![e2eb_proto::FILE_DESCRIPTOR_SET],
+        ..ServerOptions::default()
+    };
+    RpcServer::new(opened.transport, opened.verifier, options)?
         .add_service(vault)
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY, Nagle plus delayed ACKs stall small
-            // responses by ~40 ms.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve(listener, std::future::ready(()), shutdown)
         .await?;
     info!("key-vault stopped");
     Ok(())

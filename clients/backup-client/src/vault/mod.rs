@@ -16,7 +16,6 @@ mod register;
 mod secrets;
 
 use std::fmt;
-use std::time::Duration;
 
 use e2eb_proto::vault::v2::key_vault_client::KeyVaultClient;
 use e2eb_proto::vault::v2::{
@@ -24,7 +23,7 @@ use e2eb_proto::vault::v2::{
 };
 use ed25519_dalek::Signer;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use vault_suite::argon2::Argon2;
 use vault_suite::proof::{CHALLENGE_LEN, ProofOperation, proof_message};
@@ -95,6 +94,12 @@ pub enum VaultError {
     Unauthenticated(String),
     #[error("the key vault answered something this device cannot use ({0})")]
     Protocol(String),
+    #[error("cannot set up the connection to the key vault: {0}")]
+    Connect(#[from] rpc::ClientSetupError),
+    #[error(
+        "the key vault's TLS certificate is not trusted ({0}); check the CA this device trusts (--tls-ca)"
+    )]
+    UntrustedServer(String),
 }
 
 impl VaultError {
@@ -115,6 +120,9 @@ impl From<Status> for VaultError {
             .unwrap_or_default()
             .to_string();
         let message = status.message().to_string();
+        if let Some(reason) = rpc::client::untrusted_server(&status) {
+            return VaultError::UntrustedServer(reason);
+        }
         if crate::gateway::is_connection_failure(&status) {
             return VaultError::Unavailable(message);
         }
@@ -142,7 +150,10 @@ impl From<Status> for VaultError {
 
 impl From<tonic::transport::Error> for VaultError {
     fn from(error: tonic::transport::Error) -> Self {
-        VaultError::Unavailable(error.to_string())
+        match rpc::client::untrusted_server(&error) {
+            Some(reason) => VaultError::UntrustedServer(reason),
+            None => VaultError::Unavailable(error.to_string()),
+        }
     }
 }
 
@@ -176,20 +187,19 @@ pub struct VaultClient {
 }
 
 impl VaultClient {
-    /// `pinned_fingerprint` is the lowercase hex SHA-256 of the vault's
-    /// public key that this device trusts.
+    /// Connects lazily over TLS to a server whose certificate `trust`
+    /// accepts. `pinned_fingerprint` is the lowercase hex SHA-256 of the
+    /// vault's OPAQUE public key that this device trusts.
     pub fn connect(
         endpoint: &str,
+        trust: &rpc::Trust,
         token: BearerToken,
         account: &str,
         pinned_fingerprint: &str,
         ksf: KsfStrength,
     ) -> Result<Self, VaultError> {
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| VaultError::Protocol(format!("vault endpoint {endpoint}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel =
+            rpc::endpoint(endpoint, trust, &rpc::ChannelOptions::default())?.connect_lazy();
         Ok(Self {
             inner: KeyVaultClient::with_interceptor(channel, token),
             account: account.to_string(),

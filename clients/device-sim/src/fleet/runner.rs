@@ -8,26 +8,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use account_token::{AccountId, SigningKey};
+use account_token::AccountId;
 use anyhow::{Context, ensure};
-use backup_client::BearerToken;
-use backup_client::vault::{KsfStrength, VaultClient};
+use backup_client::vault::KsfStrength;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::schedule::{FleetSpec, Method, PhonePlan, schedule};
 use super::turn::{self, PhoneState, Sample, Shared};
+use crate::services::Services;
 
 /// Everything a fleet run needs.
 pub struct FleetRun {
     pub spec: FleetSpec,
     /// Phones in flight at once.
     pub concurrency: usize,
-    pub gateway_endpoint: String,
-    pub vault_endpoint: String,
+    pub services: Services,
     pub vault_fingerprint: String,
-    pub token_key: SigningKey,
     pub ksf: KsfStrength,
     /// The phones live in `<work_dir>/fleet-<seed>`, emptied first.
     pub work_dir: PathBuf,
@@ -64,10 +62,8 @@ impl FleetRun {
             0
         };
         let shared = Arc::new(Shared {
-            gateway_endpoint: self.gateway_endpoint,
-            vault_endpoint: self.vault_endpoint,
+            services: self.services,
             vault_fingerprint: self.vault_fingerprint,
-            token_key: self.token_key,
             ksf: self.ksf,
             phones_dir,
             max_guesses,
@@ -135,22 +131,17 @@ impl FleetRun {
     /// Asks the vault its guess limit, and checks it is the pinned vault.
     async fn vault_guess_limit(&self) -> anyhow::Result<u32> {
         let account = AccountId::new(format!("fleet-{}-probe", self.spec.seed))?;
-        let token = BearerToken::new(self.token_key.mint(&account, Duration::from_secs(60)));
-        let vault = VaultClient::connect(
-            &self.vault_endpoint,
-            token,
-            account.as_str(),
-            &self.vault_fingerprint,
-            self.ksf,
-        )?;
+        let vault = self
+            .services
+            .vault(&account, &self.vault_fingerprint, self.ksf)?;
+        let endpoint = &self.services.vault_endpoint;
         let (fingerprint, max_guesses) = vault
             .info()
             .await
-            .with_context(|| format!("ask the key vault at {}", self.vault_endpoint))?;
+            .with_context(|| format!("ask the key vault at {endpoint}"))?;
         ensure!(
             fingerprint.eq_ignore_ascii_case(self.vault_fingerprint.trim()),
-            "the vault at {} advertises fingerprint {fingerprint}, not the pinned {}",
-            self.vault_endpoint,
+            "the vault at {endpoint} advertises fingerprint {fingerprint}, not the pinned {}",
             self.vault_fingerprint.trim()
         );
         Ok(max_guesses)

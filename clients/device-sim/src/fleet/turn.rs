@@ -5,27 +5,24 @@
 //! lets everything go again.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use account_token::{AccountId, SigningKey};
+use account_token::AccountId;
 use anyhow::{Context, bail, ensure};
 use backup_client::vault::{KsfStrength, Password, Proof, VaultClient, VaultError};
-use backup_client::{
-    BackupReport, BearerToken, GatewayClient, RestoreError, RestoreOptions, RestoreReport, RootKey,
-};
+use backup_client::{BackupReport, GatewayClient, RestoreError, RestoreReport, RootKey};
 use serde::{Deserialize, Serialize};
 
 use backup_client::rotate;
 
 use super::schedule::{Action, ChangeProof, Event, Flow, Method, PhonePlan};
+use crate::services::Services;
 use crate::{day, phone};
 
 /// What every turn shares: where the stack is and how to reach it.
 pub struct Shared {
-    pub gateway_endpoint: String,
-    pub vault_endpoint: String,
+    pub services: Services,
     pub vault_fingerprint: String,
-    pub token_key: SigningKey,
     pub ksf: KsfStrength,
     /// Holds `phone-<index>` folders.
     pub phones_dir: PathBuf,
@@ -42,8 +39,6 @@ pub struct PhoneState {
     key: Option<RootKey>,
     /// Which of the phone's passwords is current.
     password_version: u32,
-    /// The newest generation this phone committed (a restore refuses older).
-    generation: u64,
     /// Disabled, or stopped by an unexpected error: no more turns.
     pub finished: bool,
 }
@@ -143,15 +138,10 @@ struct Phone<'a> {
 impl<'a> Phone<'a> {
     fn open(shared: &'a Shared, plan: &'a PhonePlan) -> anyhow::Result<Self> {
         let account = AccountId::new(plan.account.clone())?;
-        let token = || BearerToken::new(shared.token_key.mint(&account, Duration::from_secs(3600)));
-        let gateway = GatewayClient::connect(&shared.gateway_endpoint, token())?;
-        let vault = VaultClient::connect(
-            &shared.vault_endpoint,
-            token(),
-            account.as_str(),
-            &shared.vault_fingerprint,
-            shared.ksf,
-        )?;
+        let gateway = shared.services.gateway(&account)?;
+        let vault = shared
+            .services
+            .vault(&account, &shared.vault_fingerprint, shared.ksf)?;
         Ok(Self {
             shared,
             plan,
@@ -247,19 +237,24 @@ impl<'a> Phone<'a> {
         }
         self.start();
         let key = RootKey::generate();
-        if method == Method::Password {
-            let password = self.password(0);
-            match self.vault.register(&password, &key, None).await {
-                Ok(()) => {}
-                // Left over from an earlier run with the same seed: the
-                // user starts over (nothing of the old backup survives).
-                Err(VaultError::ProofRequired | VaultError::KeyErased) => {
-                    self.vault.start_over().await?;
-                    self.gateway.delete_backup().await?;
-                    self.vault.register(&password, &key, None).await?;
-                }
-                Err(other) => return Err(other.into()),
+        let password = self.password(0);
+        let enable = || async {
+            match method {
+                Method::Password => self.vault.register(&password, &key, None).await,
+                // A key user's record holds the auth key and the pointer.
+                Method::Key => self.vault.enable_key_backup(&key, None).await,
             }
+        };
+        match enable().await {
+            Ok(()) => {}
+            // Left over from an earlier run with the same seed: the user
+            // starts over (nothing of the old backup survives).
+            Err(VaultError::ProofRequired | VaultError::KeyErased) => {
+                self.vault.start_over().await?;
+                self.gateway.delete_backup().await?;
+                enable().await?;
+            }
+            Err(other) => return Err(other.into()),
         }
         state.key = Some(key);
         state.password_version = 0;
@@ -269,8 +264,9 @@ impl<'a> Phone<'a> {
     async fn back_up(&mut self, state: &mut PhoneState) -> anyhow::Result<BackupReport> {
         let key = state.key.as_ref().context("backups are not enabled")?;
         self.start();
-        let report = backup_client::back_up(&self.gateway, self.name(), key, &self.root).await?;
-        state.generation = report.generation;
+        let report =
+            backup_client::back_up(&self.gateway, &self.vault, self.name(), key, &self.root)
+                .await?;
         Ok(report)
     }
 
@@ -340,7 +336,20 @@ impl<'a> Phone<'a> {
         let old = state.key.take().context("backups are not enabled")?;
         self.start();
         let (new, report) = match self.plan.method {
-            Method::Key => rotate::rotate_key(&self.gateway, self.name(), &self.root).await?,
+            Method::Key => {
+                // The new key is the user's before anything is committed.
+                let new = RootKey::generate();
+                let report = rotate::rotate_key(
+                    &self.gateway,
+                    &self.vault,
+                    self.name(),
+                    &old,
+                    &new,
+                    &self.root,
+                )
+                .await?;
+                (new, report)
+            }
             Method::Password => {
                 let password = self.password(state.password_version);
                 rotate::rotate_key_with_vault(
@@ -354,16 +363,13 @@ impl<'a> Phone<'a> {
                 .await?
             }
         };
-        state.generation = report.generation;
         let mut sample = self.sample(Flow::KeyRotation);
         sample.bytes_changed = report.plain_bytes;
         add_upload(&mut sample, &report);
         state.key = Some(new);
         // Outside the timing: the old key no longer opens the backup.
         let probe = self.root.with_extension("old-key");
-        let refused = self
-            .restore(vec![old.clone()], &probe, RestoreOptions::default())
-            .await;
+        let refused = self.restore(&[&old], &probe).await;
         remove_dir_if_exists(&probe)?;
         ensure!(
             matches!(refused, Err(RestoreError::OtherKey { .. })),
@@ -397,10 +403,9 @@ impl<'a> Phone<'a> {
             Method::Key => vec![RootKey::parse(&phone_key.to_display_digits())?],
         };
         let key = keys[0].clone();
-        let options = RestoreOptions {
-            min_generation: state.generation,
-        };
-        let restored = self.restore(keys, &new_phone, options).await?;
+        let restored = self
+            .restore(&keys.iter().collect::<Vec<_>>(), &new_phone)
+            .await?;
         let mut sample = self.sample(Flow::Restore);
         sample.refusals = counts.refusals;
         sample.wrong_guesses = counts.wrong_guesses;
@@ -425,31 +430,14 @@ impl<'a> Phone<'a> {
         Ok(sample)
     }
 
-    /// Restores with the first of `keys` the backup was made with.
-    ///
-    /// Driven on a blocking thread: the compiler cannot prove the library's
-    /// restore future `Send` (rust-lang/rust#102211), so it cannot be part
-    /// of a spawned turn; `block_on` there needs no `Send`.
+    /// Restores with the first of `keys` the backup was made with, after
+    /// the vault's pointer vouched for the served backup.
     async fn restore(
         &self,
-        keys: Vec<RootKey>,
+        keys: &[&RootKey],
         target: &Path,
-        options: RestoreOptions,
     ) -> Result<RestoreReport, RestoreError> {
-        let (gateway, account, target) = (
-            self.gateway.clone(),
-            self.plan.account.clone(),
-            target.to_path_buf(),
-        );
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let keys: Vec<&RootKey> = keys.iter().collect();
-            runtime.block_on(backup_client::restore_any(
-                &gateway, &account, &keys, &target, options,
-            ))
-        })
-        .await
-        .expect("a restore does not panic")
+        backup_client::restore_any(&self.gateway, &self.vault, self.name(), keys, target).await
     }
 
     async fn lockout(&mut self, state: &mut PhoneState) -> anyhow::Result<Sample> {
@@ -497,8 +485,9 @@ impl<'a> Phone<'a> {
         let key = RootKey::generate();
         let password = self.password(state.password_version + 1);
         self.vault.register(&password, &key, None).await?;
-        let report = backup_client::back_up(&self.gateway, self.name(), &key, &self.root).await?;
-        state.generation = report.generation;
+        let report =
+            backup_client::back_up(&self.gateway, &self.vault, self.name(), &key, &self.root)
+                .await?;
         state.password_version += 1;
         state.key = Some(key);
         let mut sample = self.sample(Flow::StartOver);
@@ -510,26 +499,19 @@ impl<'a> Phone<'a> {
     async fn disable(&mut self, state: &mut PhoneState) -> anyhow::Result<Sample> {
         let key = state.key.take().context("backups are not enabled")?;
         self.start();
-        if self.plan.method == Method::Password {
-            self.vault.delete(Proof::BackupKey(&key)).await?;
-        }
+        self.vault.delete(Proof::BackupKey(&key)).await?;
         self.gateway.delete_backup().await?;
         let sample = self.sample(Flow::Disable);
         ensure!(
             self.gateway.get_backup().await?.is_none(),
             "the backup survived disabling backups"
         );
-        if self.plan.method == Method::Password {
-            let after = self
-                .vault
-                .recover(&self.password(state.password_version))
-                .await;
-            ensure!(
-                matches!(after, Err(VaultError::NotRegistered)),
-                "the vault record survived disabling backups: {:?}",
-                after.map(drop)
-            );
-        }
+        let after = self.vault.pointer().await;
+        ensure!(
+            matches!(after, Err(VaultError::NotRegistered)),
+            "the vault record survived disabling backups: {:?}",
+            after.map(drop)
+        );
         Ok(sample)
     }
 }

@@ -1,10 +1,11 @@
 //! The harness of the gateway's integration tests: local S3 and the
-//! gateway in-process on ephemeral ports, a tonic client with account
-//! tokens, and direct `aws-sdk-s3` access to the bucket.
+//! gateway in-process on ephemeral ports (the gateway over TLS with dev
+//! certificates), a tonic client with account tokens from a test account
+//! authority, and direct `aws-sdk-s3` access to the bucket.
 
 use std::time::Duration;
 
-use account_token::{AccountId, SigningKey};
+use account_token::{AccountId, Audience, Authority, BearerToken};
 use aws_sdk_s3::primitives::ByteStream;
 use blob_gateway::config::Config;
 use clap::Parser;
@@ -17,11 +18,9 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
 pub const BUCKET: &str = "e2e-backups";
 pub const MIB: usize = 1024 * 1024;
@@ -30,7 +29,8 @@ pub struct Harness {
     dir: tempfile::TempDir,
     s3: local_s3::Server,
     pub s3_client: aws_sdk_s3::Client,
-    key: SigningKey,
+    pub authority: Authority,
+    trust: rpc::Trust,
     gateway: Option<Gateway>,
 }
 
@@ -63,12 +63,17 @@ impl Harness {
                 .force_path_style(true)
                 .build(),
         );
-        let key = SigningKey::load_or_create(&dir.path().join("token.key")).expect("a key");
+        let authority =
+            Authority::load_or_create(&dir.path().join("authority/token.key")).expect("a key");
+        let tls = dir.path().join("tls");
+        rpc::dev_certs::generate(&tls, &[blob_gateway::SERVICE]).expect("dev certificates");
+        let trust = rpc::Trust::from_ca_file(&rpc::dev_certs::ca_path(&tls)).expect("the CA");
         let mut harness = Self {
             dir,
             s3,
             s3_client,
-            key,
+            authority,
+            trust,
             gateway: None,
         };
         harness.start_gateway(flags).await;
@@ -76,25 +81,33 @@ impl Harness {
     }
 
     pub async fn start_gateway(&mut self, flags: &[&str]) {
-        let key_file = self.dir.path().join("token.key");
+        let public_key = self.dir.path().join("authority/token.pub");
+        let tls = self.dir.path().join("tls");
+        let cert = rpc::dev_certs::cert_path(&tls, blob_gateway::SERVICE);
+        let key = rpc::dev_certs::key_path(&tls, blob_gateway::SERVICE);
         let endpoint = self.s3.endpoint();
         let mut args = vec![
             "blob-gateway",
             "--s3-endpoint",
             &endpoint,
-            "--token-key-file",
-            key_file.to_str().unwrap(),
+            "--token-public-key-file",
+            public_key.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
         ];
         args.extend_from_slice(flags);
         let config = Config::try_parse_from(args).expect("gateway flags parse");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let endpoint = format!("https://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(blob_gateway::serve(config, listener, async {
             let _ = stopped.await;
         }));
         health_probe::wait_serving(
             &endpoint,
+            &self.trust,
             blob_gateway::SERVICE_NAME,
             Duration::from_secs(10),
         )
@@ -119,16 +132,20 @@ impl Harness {
 
     pub fn client_with(&self, token: String) -> Client {
         let endpoint = &self.gateway.as_ref().expect("a gateway runs").endpoint;
-        let channel = Channel::from_shared(endpoint.clone())
-            .unwrap()
+        let channel = rpc::endpoint(endpoint, &self.trust, &rpc::ChannelOptions::default())
+            .expect("a valid endpoint")
             .connect_lazy();
-        let bearer = Bearer(format!("Bearer {token}").parse().unwrap());
-        BlobGatewayClient::with_interceptor(channel, bearer).max_decoding_message_size(64 * MIB)
+        BlobGatewayClient::with_interceptor(channel, BearerToken::new(token))
+            .max_decoding_message_size(64 * MIB)
     }
 
     pub fn client(&self, account: &str) -> Client {
         let account = AccountId::new(account).unwrap();
-        self.client_with(self.key.mint(&account, Duration::from_secs(600)))
+        let token = self
+            .authority
+            .mint(&account, Audience::BlobGateway, Duration::from_secs(600))
+            .unwrap();
+        self.client_with(token.expose_secret().to_string())
     }
 
     /// Every key under `prefix`, sorted.
@@ -177,19 +194,7 @@ impl Harness {
     }
 }
 
-#[derive(Clone)]
-pub struct Bearer(AsciiMetadataValue);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", MetadataValue::clone(&self.0));
-        Ok(request)
-    }
-}
-
-pub type Client = BlobGatewayClient<InterceptedService<Channel, Bearer>>;
+pub type Client = BlobGatewayClient<InterceptedService<Channel, BearerToken>>;
 
 /// A chunk id: 64 hex digits spread over the key space like real MACs.
 pub fn id(n: u64) -> String {

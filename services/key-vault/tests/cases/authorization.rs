@@ -210,21 +210,74 @@ async fn another_accounts_token_cannot_touch_the_record() {
         .await
         .unwrap();
 
-    // No token, a forged token, or another vault's token: UNAUTHENTICATED.
+    // No token, an edited token, another authority's token, a token for
+    // the blob gateway, or an expired one: UNAUTHENTICATED, with the reason.
     let mut anonymous = alice.with_token(String::new());
     assert_code(anonymous.info().await, Code::Unauthenticated);
-    let forged = vault.token("alice").replace("alice", "bobby");
-    assert_code(
+    let forged = edit_one_character(&vault.token("alice"));
+    let status = assert_code(
         alice.with_token(forged).login_start(PASSWORD).await,
         Code::Unauthenticated,
     );
-    let foreign = account_token::SigningKey::generate().mint(
-        &account_token::AccountId::new("alice").unwrap(),
-        Duration::from_secs(60),
-    );
+    assert!(status.message().contains("not signed"), "{status:?}");
+    let alice_id = account_token::AccountId::new("alice").unwrap();
+    let foreign = account_token::Authority::generate()
+        .mint(
+            &alice_id,
+            account_token::Audience::KeyVault,
+            Duration::from_secs(60),
+        )
+        .unwrap();
     assert_code(
-        alice.with_token(foreign).info().await,
+        alice
+            .with_token(foreign.expose_secret().to_string())
+            .info()
+            .await,
         Code::Unauthenticated,
     );
+    let gateway_token = authority(&vault.dir)
+        .mint(
+            &alice_id,
+            account_token::Audience::BlobGateway,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let status = assert_code(
+        alice
+            .with_token(gateway_token.expose_secret().to_string())
+            .login_start(PASSWORD)
+            .await,
+        Code::Unauthenticated,
+    );
+    assert!(status.message().contains("\"blob-gateway\""), "{status:?}");
+    let expired = authority(&vault.dir)
+        .mint_at(
+            &alice_id,
+            account_token::Audience::KeyVault,
+            std::time::SystemTime::now() - Duration::from_secs(3600),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let status = assert_code(
+        alice
+            .with_token(expired.expose_secret().to_string())
+            .info()
+            .await,
+        Code::Unauthenticated,
+    );
+    assert!(status.message().contains("expired"), "{status:?}");
+    // The honest token on the same connection still works.
+    alice.info().await.unwrap();
     vault.stop().await;
+}
+
+/// `token` with one character of its signed body changed.
+fn edit_one_character(token: &str) -> String {
+    let index = token.len() / 2;
+    let replacement = if &token[index..=index] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    format!("{}{replacement}{}", &token[..index], &token[index + 1..])
 }

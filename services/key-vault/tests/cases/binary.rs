@@ -24,11 +24,24 @@ fn free_port() -> u16 {
 /// Starts the binary and returns it with its stdout fingerprint once it
 /// answers health checks as SERVING.
 async fn spawn(dir: &Path, port: u16) -> (Child, String) {
+    prepare(dir);
+    let tls = tls_dir(dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_key-vault"))
         .env("KEY_VAULT_LISTEN", format!("127.0.0.1:{port}"))
         .env("KEY_VAULT_DB", dir.join("vault/vault.db"))
         .env("KEY_VAULT_SEALING_KEY_FILE", dir.join("vault-sealing.key"))
-        .env("E2EB_TOKEN_KEY_FILE", dir.join("token-signing.key"))
+        .env(
+            "E2EB_TOKEN_PUBLIC_KEY_FILE",
+            account_token::public_key_file(&authority_key_file(dir)),
+        )
+        .env(
+            "TLS_CERT_FILE",
+            rpc::dev_certs::cert_path(&tls, key_vault::SERVICE),
+        )
+        .env(
+            "TLS_KEY_FILE",
+            rpc::dev_certs::key_path(&tls, key_vault::SERVICE),
+        )
         .env("KEY_VAULT_FINGERPRINT_FILE", dir.join("fingerprint"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -49,8 +62,8 @@ async fn spawn(dir: &Path, port: u16) -> (Child, String) {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
     for _ in 0..200 {
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+        let url = format!("https://127.0.0.1:{port}");
+        let endpoint = rpc::endpoint(&url, &trust(dir), &rpc::ChannelOptions::default()).unwrap();
         if let Ok(channel) = endpoint.connect().await {
             let mut health = HealthClient::new(channel);
             let request = HealthCheckRequest {
@@ -75,16 +88,10 @@ async fn the_binary_survives_kill_9_between_login_start_and_finish() {
     let written = std::fs::read_to_string(dir.path().join("fingerprint")).unwrap();
     assert_eq!(written.trim(), fingerprint);
 
-    let token = |account: &str| {
-        let key = account_token::SigningKey::load_or_create(&dir.path().join("token-signing.key"))
-            .unwrap();
-        key.mint(
-            &account_token::AccountId::new(account).unwrap(),
-            Duration::from_secs(600),
-        )
-    };
+    let token = |account: &str| token_in(dir.path(), account);
+    let trust = trust(dir.path());
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut alice = VaultClient::connect(addr, "alice", token("alice")).await;
+    let mut alice = VaultClient::connect(addr, &trust, "alice", token("alice")).await;
     assert_eq!(alice.info().await.unwrap().fingerprint, fingerprint);
     let backup_key = random_key();
     alice
@@ -101,7 +108,7 @@ async fn the_binary_survives_kill_9_between_login_start_and_finish() {
     let (_child, again) = spawn(dir.path(), port).await;
     assert_eq!(again, fingerprint, "the same secrets after a kill -9");
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut alice = VaultClient::connect(addr, "alice", token("alice")).await;
+    let mut alice = VaultClient::connect(addr, &trust, "alice", token("alice")).await;
     let logged_in = alice.login_finish(pending, b"pw").await.unwrap().success();
     assert_eq!(
         open_backup_key(&logged_in.export_key, "alice", &logged_in.sealed_key).unwrap(),

@@ -78,6 +78,17 @@ async fn no_secret_reaches_a_log_line() {
     alice.login(password).await.unwrap();
     alice.login(password).await.unwrap();
     let _ = alice.login_start(password).await;
+    // A refused token is logged as refused, without the token.
+    let refused = authority(&vault.dir)
+        .mint(
+            &account_token::AccountId::new("alice").unwrap(),
+            account_token::Audience::BlobGateway,
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap()
+        .expose_secret()
+        .to_string();
+    assert!(alice.with_token(refused.clone()).info().await.is_err());
     vault.stop().await;
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
@@ -86,7 +97,8 @@ async fn no_secret_reaches_a_log_line() {
         "the capture is not empty:\n{logs}"
     );
     assert!(logs.contains("record erased"), "{logs}");
-    let secrets: [(&str, &[u8]); 9] = [
+    assert!(logs.contains("refused an account token"), "{logs}");
+    let secrets: [(&str, &[u8]); 10] = [
         ("password", password),
         ("backup key", &backup_key),
         ("key proof", &key_proof),
@@ -96,6 +108,7 @@ async fn no_secret_reaches_a_log_line() {
         ("credential response", &credential_response),
         ("ticket", &ticket),
         ("token", token.as_bytes()),
+        ("refused token", refused.as_bytes()),
     ];
     for (name, secret) in secrets {
         for spelling in spellings(secret) {

@@ -349,12 +349,25 @@ fn keys_that_are_not_ours_to_seal_with_are_refused() {
 /// The real binary on `dir`'s files, sealing with `hsm`'s token `token`.
 fn vault_command(dir: &Path, hsm: &SoftHsm, token: &str, pin_file: &Path) -> Command {
     let (conf_var, conf) = hsm.env();
+    prepare(dir);
+    let tls = tls_dir(dir);
     let mut command = Command::new(env!("CARGO_BIN_EXE_key-vault"));
     command
         .env(conf_var, conf)
         .env("KEY_VAULT_DB", dir.join("vault/vault.db"))
         .env("KEY_VAULT_SEALING_KEY_FILE", dir.join("vault-sealing.key"))
-        .env("E2EB_TOKEN_KEY_FILE", dir.join("token-signing.key"))
+        .env(
+            "E2EB_TOKEN_PUBLIC_KEY_FILE",
+            account_token::public_key_file(&authority_key_file(dir)),
+        )
+        .env(
+            "TLS_CERT_FILE",
+            rpc::dev_certs::cert_path(&tls, key_vault::SERVICE),
+        )
+        .env(
+            "TLS_KEY_FILE",
+            rpc::dev_certs::key_path(&tls, key_vault::SERVICE),
+        )
         .env("KEY_VAULT_SEALING", "pkcs11")
         .env("KEY_VAULT_PKCS11_TOKEN_LABEL", token)
         .env("KEY_VAULT_PKCS11_KEY_LABEL", KEY)
@@ -410,17 +423,14 @@ async fn serve(mut command: Command, dir: &Path) -> (Child, String) {
         .strip_prefix("key-vault public key fingerprint: ")
         .unwrap_or_else(|| panic!("unexpected first line {printed:?}"))
         .to_owned();
-    let key = account_token::SigningKey::load_or_create(&dir.join("token-signing.key")).unwrap();
-    let token = key.mint(
-        &account_token::AccountId::new("alice").unwrap(),
-        Duration::from_secs(600),
-    );
+    let token = token_in(dir, "alice");
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     // The fingerprint line comes before the port is bound: retry briefly.
     for _ in 0..200 {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        let url = format!("https://{addr}");
+        let endpoint = rpc::endpoint(&url, &trust(dir), &rpc::ChannelOptions::default()).unwrap();
         if endpoint.connect().await.is_ok() {
-            let mut client = VaultClient::connect(addr, "alice", token.clone()).await;
+            let mut client = VaultClient::connect(addr, &trust(dir), "alice", token.clone()).await;
             let served = client.info().await.unwrap().fingerprint;
             assert_eq!(served, printed);
             return (child, served);

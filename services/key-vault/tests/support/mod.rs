@@ -1,14 +1,17 @@
-//! Test support: an in-process vault on 127.0.0.1:0 with a manual clock, and
-//! a raw device-side client (opaque-ke's `ClientRegistration` /
-//! `ClientLogin` with the fast Argon2 preset, Ed25519 proofs of the backup
-//! key) that talks to it over gRPC and can also send malformed messages.
+//! Test support: an in-process vault on 127.0.0.1:0 with a manual clock,
+//! serving TLS with development certificates and verifying tokens from a
+//! test account authority, and a raw device-side client (opaque-ke's
+//! `ClientRegistration` / `ClientLogin` with the fast Argon2 preset, Ed25519
+//! proofs of the backup key) that talks to it over gRPC through the
+//! workspace's shared client pieces (`rpc::endpoint`,
+//! `account_token::BearerToken`) and can also send malformed messages.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use account_token::{AccountId, SigningKey};
+use account_token::{AccountId, Audience, Authority, BearerToken};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use e2eb_proto::vault::v2 as pb;
@@ -23,6 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use vault_suite::Suite;
@@ -47,14 +51,57 @@ pub fn auth_key(key: &[u8]) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&Sha256::digest(key).into())
 }
 
-/// Files of one vault: database, sealing key, token key.
+/// The account authority's key file of the test stack in `dir` (its
+/// public half lands beside it as `token.pub`).
+pub fn authority_key_file(dir: &Path) -> PathBuf {
+    dir.join("authority/token.key")
+}
+
+/// Where the development certificates of the test stack in `dir` live.
+pub fn tls_dir(dir: &Path) -> PathBuf {
+    dir.join("tls")
+}
+
+/// The test stack's account authority (created on first use).
+pub fn authority(dir: &Path) -> Authority {
+    Authority::load_or_create(&authority_key_file(dir)).expect("the test authority key")
+}
+
+/// A vault token for `account` from the test stack's authority.
+pub fn token_in(dir: &Path, account: &str) -> String {
+    authority(dir)
+        .mint(
+            &AccountId::new(account).unwrap(),
+            Audience::KeyVault,
+            std::time::Duration::from_secs(600),
+        )
+        .unwrap()
+        .expose_secret()
+        .to_string()
+}
+
+/// Makes the authority key and the dev certificates the vault in `dir` uses.
+pub fn prepare(dir: &Path) {
+    authority(dir);
+    rpc::dev_certs::ensure(&tls_dir(dir), &[key_vault::SERVICE]).expect("dev certificates");
+}
+
+/// What a client of the vault in `dir` trusts.
+pub fn trust(dir: &Path) -> rpc::Trust {
+    rpc::Trust::from_ca_file(&rpc::dev_certs::ca_path(&tls_dir(dir))).expect("the dev CA")
+}
+
+/// Files of one vault: database, sealing key, the authority's public key,
+/// TLS certificate and key.
 pub fn config(dir: &Path, policy: Policy) -> Config {
     use clap::Parser;
+    prepare(dir);
     let mut config = Config::try_parse_from(["key-vault"]).expect("defaults parse");
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.db = dir.join("vault/vault.db");
     config.sealing_key_file = dir.join("vault-sealing.key");
-    config.token_key_file = dir.join("token-signing.key");
+    config.tokens.token_public_key_file = account_token::public_key_file(&authority_key_file(dir));
+    config.tls = rpc::ServerTls::from_dev_certs(&tls_dir(dir), key_vault::SERVICE);
     config.policy = policy;
     config
 }
@@ -129,15 +176,11 @@ impl TestVault {
     }
 
     pub fn token(&self, account: &str) -> String {
-        let key = SigningKey::load_or_create(&self.dir.join("token-signing.key")).unwrap();
-        key.mint(
-            &AccountId::new(account).unwrap(),
-            std::time::Duration::from_secs(600),
-        )
+        token_in(&self.dir, account)
     }
 
     pub async fn client(&self, account: &str) -> VaultClient {
-        VaultClient::connect(self.addr, account, self.token(account)).await
+        VaultClient::connect(self.addr, &trust(&self.dir), account, self.token(account)).await
     }
 }
 
@@ -188,40 +231,44 @@ pub struct Pending {
 }
 
 pub struct VaultClient {
-    pub grpc: KeyVaultClient<Channel>,
+    pub grpc: KeyVaultClient<InterceptedService<Channel, BearerToken>>,
     pub account: String,
-    token: String,
+    channel: Channel,
 }
 
 impl VaultClient {
-    pub async fn connect(addr: SocketAddr, account: &str, token: String) -> Self {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
+    /// Connects over TLS (the vault's certificate names 127.0.0.1) and
+    /// sends `token` on every call.
+    pub async fn connect(
+        addr: SocketAddr,
+        trust: &rpc::Trust,
+        account: &str,
+        token: String,
+    ) -> Self {
+        let url = format!("https://{addr}");
+        let channel = rpc::endpoint(&url, trust, &rpc::ChannelOptions::default())
+            .expect("a valid endpoint")
             .connect()
             .await
             .expect("connect");
-        let grpc = KeyVaultClient::new(channel);
         Self {
-            grpc,
+            grpc: KeyVaultClient::with_interceptor(channel.clone(), BearerToken::new(token)),
             account: account.into(),
-            token,
+            channel,
         }
     }
 
-    /// Another connection for the same account.
+    /// The same connection, sending another token.
     pub fn with_token(&self, token: String) -> Self {
         Self {
-            grpc: self.grpc.clone(),
+            grpc: KeyVaultClient::with_interceptor(self.channel.clone(), BearerToken::new(token)),
             account: self.account.clone(),
-            token,
+            channel: self.channel.clone(),
         }
     }
 
     pub fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        let value = format!("Bearer {}", self.token).parse().unwrap();
-        request.metadata_mut().insert("authorization", value);
-        request
+        Request::new(message)
     }
 
     pub async fn info(&mut self) -> Result<pb::GetVaultInfoResponse, Status> {

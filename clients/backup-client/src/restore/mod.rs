@@ -1,14 +1,21 @@
 //! Restore the committed generation onto an empty device directory.
 //!
-//! Every chunk is fetched, opened (its AEAD binds account and id) and checked
+//! The served backup is judged first against the key vault's backup pointer
+//! ([`freshness`](crate::freshness)): an older generation (a rollback) or a
+//! manifest the pointer does not name (a substitution) is refused before
+//! anything is written. Every chunk is then fetched (never more bytes than
+//! the manifest allows), opened (its AEAD binds account and id) and checked
 //! against its id (the MAC of its plaintext) before it is written, so a
 //! missing, altered, reordered or foreign chunk stops the restore with an
 //! error naming the file. Files go into a staging directory beside the
 //! target that is moved into place only when all verified. When the gateway
 //! becomes unreachable the staging directory stays: running the restore
-//! again resumes after the last verified chunk of each file.
+//! again resumes the same backup (bound by manifest digest) after the last
+//! chunk of each file that re-verifies.
 
-use std::path::{Path, PathBuf};
+mod staging;
+
+use std::path::Path;
 
 use e2eb_proto::backup::v2::{FileEntry, Manifest};
 use futures::StreamExt;
@@ -17,15 +24,17 @@ use tracing::info;
 
 use crate::chunking::{ChunkId, ChunkIds};
 use crate::device_files;
+use crate::freshness::{self, FreshnessError, Vouched};
 use crate::gateway::{GatewayClient, GatewayError};
 use crate::key::{DerivedKey, KeyPurpose, RootKey};
 use crate::manifest::{self, ManifestError};
 use crate::names;
 use crate::seal::{self, ObjectKind, OpenError};
+use crate::vault::{BackupRef, VaultClient, VaultError};
+use staging::Staging;
 
 /// Chunks fetched ahead of the one being written.
 const DOWNLOAD_CONCURRENCY: usize = 8;
-const STAGING_MARKER: &str = ".e2eb-restoring";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -45,13 +54,21 @@ pub enum RestoreError {
     )]
     WrongKeyOrForeignBackup,
     #[error(
+        "the backup's manifest was altered in storage (its key id was changed); the stored backup \
+         was tampered with"
+    )]
+    ManifestTampered,
+    #[error(
         "the gateway served the wrong backup: the manifest names another account or generation"
     )]
     ManifestMismatch,
-    #[error(
-        "the gateway served generation {served}, older than generation {last_seen} this device already saw: a rollback; refusing it"
-    )]
-    Rollback { served: u64, last_seen: u64 },
+    /// The storage served a backup the key vault's pointer does not vouch
+    /// for (rolled back, substituted, or missing).
+    #[error(transparent)]
+    Freshness(#[from] FreshnessError),
+    /// The key vault (which holds the backup pointer) could not answer.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
     #[error("the backup lists an unsafe path {path:?}; refusing to write outside the target")]
     UnsafePath { path: String },
     #[error("{path} is missing chunks at the gateway; the backup is incomplete")]
@@ -81,11 +98,16 @@ pub enum IntegrityFailure {
     WrongChunk,
     #[error("the file has the wrong size")]
     WrongSize,
+    #[error("the storage sent a chunk larger than the manifest allows")]
+    Oversized,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreReport {
     pub generation: u64,
+    /// Whether the vault's pointer names the generation as committed, or as
+    /// pending (its commit landed but was never confirmed).
+    pub vouched: Option<Vouched>,
     /// The id of the key that opened the backup (hex), so a caller holding
     /// several keys (around a rotation) can say which one it was.
     pub key_id: String,
@@ -97,57 +119,44 @@ pub struct RestoreReport {
     pub downloaded_bytes: u64,
 }
 
-/// What the caller knows that the gateway should not be able to undo.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RestoreOptions {
-    /// The newest generation this device has seen committed; an older one is
-    /// refused as a rollback.
-    pub min_generation: u64,
-}
-
 /// Restores the account's committed generation into `target`, which must be
-/// absent or empty.
+/// absent or empty, after the vault's pointer vouched for it.
 pub async fn restore(
     gateway: &GatewayClient,
+    vault: &VaultClient,
     account: &str,
     key: &RootKey,
     target: &Path,
 ) -> Result<RestoreReport, RestoreError> {
-    restore_with(gateway, account, key, target, RestoreOptions::default()).await
+    restore_any(gateway, vault, account, &[key], target).await
 }
 
-pub async fn restore_with(
+/// Restores with whichever of `keys` made the committed backup (a password
+/// user recovers two keys in the middle of a key rotation; a key user may
+/// hold the old and the new key of an unsettled rotation).
+pub async fn restore_any(
     gateway: &GatewayClient,
+    vault: &VaultClient,
     account: &str,
-    key: &RootKey,
+    keys: &[&RootKey],
     target: &Path,
-    options: RestoreOptions,
 ) -> Result<RestoreReport, RestoreError> {
     ensure_empty(target)?;
-    let backup = gateway.get_backup().await?.ok_or(RestoreError::NoBackup)?;
-    if backup.generation < options.min_generation {
-        return Err(RestoreError::Rollback {
-            served: backup.generation,
-            last_seen: options.min_generation,
-        });
-    }
+    let pointer = vault.pointer().await?;
+    let Some(backup) = gateway.get_backup().await? else {
+        freshness::judge(&pointer, None)?;
+        return Err(RestoreError::NoBackup);
+    };
     let sealed = gateway.get_manifest(backup.generation).await?;
-    let manifest =
-        manifest::open(key, account, backup.generation, &sealed).map_err(|e| match e {
-            ManifestError::OtherKey {
-                backup_key_id,
-                our_key_id,
-            } => RestoreError::OtherKey {
-                backup_key_id,
-                given_key_id: our_key_id,
-            },
-            ManifestError::Mismatch => RestoreError::ManifestMismatch,
-            ManifestError::Damaged(_) | ManifestError::Malformed => {
-                RestoreError::WrongKeyOrForeignBackup
-            }
-        })?;
+    let digest = manifest::digest(&sealed);
+    let served = BackupRef {
+        generation: backup.generation,
+        manifest_digest: digest,
+    };
+    let vouched = freshness::judge(&pointer, Some(served))?;
+    let (key, manifest) = open_with_any(keys, account, backup.generation, &sealed)?;
 
-    let staging = Staging::open(target, manifest.generation)?;
+    let staging = Staging::open(target, manifest.generation, &digest)?;
     let reader = ChunkReader {
         gateway,
         account,
@@ -156,6 +165,7 @@ pub async fn restore_with(
     };
     let mut report = RestoreReport {
         generation: manifest.generation,
+        vouched,
         key_id: hex::encode(key.key_id()),
         files: manifest.files.len(),
         ..RestoreReport::default()
@@ -181,20 +191,31 @@ pub async fn restore_with(
     }
 }
 
-/// Restores with whichever of `keys` made the committed backup (a password
-/// user recovers two keys in the middle of a key rotation).
-pub async fn restore_any(
-    gateway: &GatewayClient,
+/// Opens the sealed manifest with the first of `keys` that made it.
+fn open_with_any<'k>(
+    keys: &[&'k RootKey],
     account: &str,
-    keys: &[&RootKey],
-    target: &Path,
-    options: RestoreOptions,
-) -> Result<RestoreReport, RestoreError> {
+    generation: u64,
+    sealed: &[u8],
+) -> Result<(&'k RootKey, Manifest), RestoreError> {
     let mut last = RestoreError::NoBackup;
     for key in keys {
-        match restore_with(gateway, account, key, target, options).await {
-            Err(error @ RestoreError::OtherKey { .. }) => last = error,
-            outcome => return outcome,
+        match manifest::open(key, account, generation, sealed) {
+            Ok(manifest) => return Ok((key, manifest)),
+            Err(ManifestError::OtherKey {
+                backup_key_id,
+                our_key_id,
+            }) => {
+                last = RestoreError::OtherKey {
+                    backup_key_id,
+                    given_key_id: our_key_id,
+                }
+            }
+            Err(ManifestError::KeyIdAltered) => return Err(RestoreError::ManifestTampered),
+            Err(ManifestError::Mismatch) => return Err(RestoreError::ManifestMismatch),
+            Err(ManifestError::Damaged(_) | ManifestError::Malformed) => {
+                return Err(RestoreError::WrongKeyOrForeignBackup);
+            }
         }
     }
     Err(last)
@@ -243,20 +264,11 @@ async fn restore_file(
             .await
             .map_err(write_error)?;
     }
-    // Skip whole chunks an earlier attempt wrote (only verified data is
-    // ever written, so a chunk-aligned prefix is trustworthy).
-    let existing = tokio::fs::metadata(destination)
+    // Keep only the chunks an earlier attempt of this same backup wrote
+    // that read back with their ids.
+    let (done, offset) = staging::verified_prefix(destination, entry, &reader.ids)
         .await
-        .map_or(0, |m| m.len());
-    let mut done = 0usize;
-    let mut offset = 0u64;
-    for chunk in &entry.chunks {
-        if offset + chunk.size as u64 > existing {
-            break;
-        }
-        offset += chunk.size as u64;
-        done += 1;
-    }
+        .map_err(write_error)?;
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -312,8 +324,12 @@ impl ChunkReader<'_> {
                 .try_into()
                 .map_err(|_| integrity(IntegrityFailure::WrongChunk))?,
         );
-        let sealed = match self.gateway.get_chunk(&id.to_hex()).await {
+        let max_len = seal::sealed_len(size as u64) as usize;
+        let sealed = match self.gateway.get_chunk(&id.to_hex(), max_len).await {
             Ok(sealed) => sealed,
+            Err(GatewayError::Oversized { .. }) => {
+                return Err(integrity(IntegrityFailure::Oversized));
+            }
             Err(GatewayError::NotFound(_)) => {
                 return Err(RestoreError::MissingFile {
                     path: path.to_string(),
@@ -348,51 +364,6 @@ fn ensure_empty(target: &Path) -> Result<(), RestoreError> {
     }
 }
 
-/// The directory beside the target where a restore is assembled. It names
-/// the generation it holds; a leftover for another generation is wiped.
-struct Staging {
-    dir: PathBuf,
-}
-
-impl Staging {
-    fn open(target: &Path, generation: u64) -> Result<Self, RestoreError> {
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "restore".into());
-        let dir = target.with_file_name(format!(".{name}.restoring"));
-        let marker = dir.join(STAGING_MARKER);
-        let error = |source| RestoreError::WriteDevice {
-            path: dir.display().to_string(),
-            source,
-        };
-        let resumable = std::fs::read_to_string(&marker).ok() == Some(generation.to_string());
-        if !resumable {
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).map_err(error)?;
-            std::fs::write(&marker, generation.to_string()).map_err(error)?;
-        }
-        Ok(Self { dir })
-    }
-
-    fn commit(self, target: &Path) -> Result<(), RestoreError> {
-        let error = |source| RestoreError::WriteDevice {
-            path: target.display().to_string(),
-            source,
-        };
-        std::fs::remove_file(self.dir.join(STAGING_MARKER)).map_err(error)?;
-        if target.exists() {
-            std::fs::remove_dir(target).map_err(error)?;
-        }
-        std::fs::rename(&self.dir, target).map_err(error)?;
-        Ok(())
-    }
-
-    fn discard(self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,9 +374,22 @@ mod tests {
     /// (checked at compile time; the future is never polled).
     #[tokio::test]
     async fn the_restore_future_is_send() {
-        let gateway =
-            GatewayClient::connect("http://127.0.0.1:1", crate::BearerToken::new("t")).unwrap();
+        let gateway = GatewayClient::connect(
+            "http://127.0.0.1:1",
+            &rpc::Trust::insecure_plaintext_only(),
+            crate::BearerToken::new("t"),
+        )
+        .unwrap();
+        let vault = VaultClient::connect(
+            "http://127.0.0.1:1",
+            &rpc::Trust::insecure_plaintext_only(),
+            crate::BearerToken::new("t"),
+            "a",
+            "00",
+            crate::vault::KsfStrength::InsecureFastForTests,
+        )
+        .unwrap();
         let key = RootKey::generate();
-        assert_send(restore(&gateway, "a", &key, Path::new("/nonexistent")));
+        assert_send(restore(&gateway, &vault, "a", &key, Path::new("/nonexistent")));
     }
 }
