@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use account_token::{AccountId, Audience, Authority, BearerToken};
 use anyhow::Context;
-use backup_client::{GatewayClient, RootKey};
 use backup_client::vault::{KsfStrength, VaultClient};
+use backup_client::{GatewayClient, RootKey};
 
 pub const BUCKET: &str = "e2e-backups";
 pub const GATEWAY_SERVICE: &str = blob_gateway::SERVICE_NAME;

@@ -50,7 +50,10 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
             Status::invalid_argument(format!(
                 "malformed protobuf message: {}; send a valid {}",
                 status.message(),
-                std::any::type_name::<U>().rsplit("::").next().unwrap_or("message"),
+                std::any::type_name::<U>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("message"),
             ))
         })
     }

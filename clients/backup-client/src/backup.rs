@@ -151,8 +151,8 @@ pub async fn back_up_with_signer(
         None => pointer,
     };
     let announcer = accepted_signer(&pointer, [signer, key])?;
-    let previous = previous_sealed
-        .and_then(|sealed| manifest::open(key, account, expected, &sealed).ok());
+    let previous =
+        previous_sealed.and_then(|sealed| manifest::open(key, account, expected, &sealed).ok());
     // Chunks the previous generation holds need no question to the gateway.
     let mut known: HashSet<ChunkId> = previous
         .iter()

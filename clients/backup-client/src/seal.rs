@@ -186,7 +186,8 @@ impl Opener {
             .try_into()
             .expect("header ends with a 32-byte salt");
         let aad = [header.as_slice(), &self.context].concat();
-        let decryptor = DecryptorBE32::from_aead(cipher(&key, &salt, &self.context), (&STREAM_NONCE).into());
+        let decryptor =
+            DecryptorBE32::from_aead(cipher(&key, &salt, &self.context), (&STREAM_NONCE).into());
         self.decryptor = Some((decryptor, aad));
         Ok(true)
     }

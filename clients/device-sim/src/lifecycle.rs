@@ -119,8 +119,7 @@ impl KeyFlow<'_> {
         for day in 1..=self.days {
             let changed = day::live_one_day(&old_phone, self.seed, day, self.activity)?;
             let started = Instant::now();
-            let daily =
-                backup_client::back_up(&gateway, &vault, account, &key, &old_phone).await?;
+            let daily = backup_client::back_up(&gateway, &vault, account, &key, &old_phone).await?;
             days.push(DayReport {
                 changed,
                 uploaded_plain_bytes: daily.uploaded_plain_bytes,
@@ -142,12 +141,7 @@ impl KeyFlow<'_> {
             let new_key = RootKey::generate();
             shown = new_key.to_display_digits();
             backup_client::rotate::rotate_key(
-                &gateway,
-                &vault,
-                account,
-                &key,
-                &new_key,
-                &old_phone,
+                &gateway, &vault, account, &key, &new_key, &old_phone,
             )
             .await?;
             rotation_secs = Some(started.elapsed().as_secs_f64());

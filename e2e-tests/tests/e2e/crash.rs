@@ -36,7 +36,9 @@ async fn a_gateway_killed_at_any_step_leaves_a_whole_generation() {
     let gateway = stack.client(ALICE);
     let key = RootKey::generate();
     let vault = stack.enable_key_backup(ALICE, &key).await;
-    back_up(&gateway, &vault, ALICE, &key, &phone_dir).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &key, &phone_dir)
+        .await
+        .unwrap();
 
     for (day, &(failpoint, new_survives)) in STEPS.iter().enumerate() {
         let before = stack.dir().join(format!("before-{day}"));
@@ -118,7 +120,9 @@ async fn an_interrupted_restore_resumes_without_fetching_verified_chunks_again()
     let gateway = stack.client(ALICE);
     let key = RootKey::generate();
     let vault = stack.enable_key_backup(ALICE, &key).await;
-    let backup = back_up(&gateway, &vault, ALICE, &key, &phone_dir).await.unwrap();
+    let backup = back_up(&gateway, &vault, ALICE, &key, &phone_dir)
+        .await
+        .unwrap();
     assert!(
         backup.chunks > 10,
         "enough chunks to interrupt: {}",
@@ -130,7 +134,9 @@ async fn an_interrupted_restore_resumes_without_fetching_verified_chunks_again()
     stack.gateway_env = vec![("BLOB_GATEWAY_FAILPOINT".into(), "get-chunk:after-5".into())];
     stack.start_gateway().await.unwrap();
     let target = stack.dir().join("restored");
-    let error = restore(&gateway, &vault, ALICE, &key, &target).await.unwrap_err();
+    let error = restore(&gateway, &vault, ALICE, &key, &target)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, backup_client::RestoreError::Gateway(e) if e.is_retryable()),
         "{error:?}"
@@ -147,7 +153,9 @@ async fn an_interrupted_restore_resumes_without_fetching_verified_chunks_again()
     // connection died with the gateway, and a call can still race the
     // client noticing that (a retryable UNAVAILABLE, no retry helper yet).
     let gateway = stack.client(ALICE);
-    let resumed = restore(&gateway, &vault, ALICE, &key, &target).await.unwrap();
+    let resumed = restore(&gateway, &vault, ALICE, &key, &target)
+        .await
+        .unwrap();
     assert!(phone::diff_trees(&phone_dir, &target).unwrap().is_empty());
     assert!(
         resumed.downloaded_chunks < backup.chunks,

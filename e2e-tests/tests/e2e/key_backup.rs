@@ -54,13 +54,17 @@ async fn key_backup_restores_exactly_stores_no_plaintext_and_detects_a_flipped_b
     let key = RootKey::generate();
     let vault = stack.enable_key_backup(ALICE, &key).await;
 
-    let report = back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
+    let report = back_up(&gateway, &vault, ALICE, &key, &phone)
+        .await
+        .unwrap();
     assert_eq!(report.files, device_files::list(&phone).unwrap().len());
 
     // The user types the 64 digits on a new phone.
     let typed = RootKey::parse(&key.to_display_digits()).unwrap();
     let restored = stack.dir().join("restored");
-    restore(&gateway, &vault, ALICE, &typed, &restored).await.unwrap();
+    restore(&gateway, &vault, ALICE, &typed, &restored)
+        .await
+        .unwrap();
     assert_eq!(
         phone::diff_trees(&phone, &restored).unwrap(),
         Vec::<String>::new()
@@ -114,7 +118,9 @@ async fn key_backup_restores_exactly_stores_no_plaintext_and_detects_a_flipped_b
     bytes[middle] ^= 0x40;
     std::fs::write(&blob, &bytes).unwrap();
     let target = stack.dir().join("restored-after-tampering");
-    let error = restore(&gateway, &vault, ALICE, &typed, &target).await.unwrap_err();
+    let error = restore(&gateway, &vault, ALICE, &typed, &target)
+        .await
+        .unwrap_err();
     match &error {
         RestoreError::Integrity { path, reason } => {
             assert_eq!(path, phone::DB_FILE);
@@ -190,7 +196,9 @@ async fn another_accounts_token_cannot_list_read_or_delete_the_backup() {
         "Alice's stored objects are untouched"
     );
     let restored = stack.dir().join("restored");
-    restore(&alice, &vault, ALICE, &key, &restored).await.unwrap();
+    restore(&alice, &vault, ALICE, &key, &restored)
+        .await
+        .unwrap();
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 
     // Bob restoring with Alice's key still gets nothing of hers.
@@ -252,7 +260,9 @@ async fn an_incremental_backup_sends_only_new_chunks_and_the_old_generation_is_d
     let gateway = stack.client(ALICE);
     let key = RootKey::generate();
     let vault = stack.enable_key_backup(ALICE, &key).await;
-    let first = back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
+    let first = back_up(&gateway, &vault, ALICE, &key, &phone)
+        .await
+        .unwrap();
     assert_eq!(first.generation, 1);
     assert_eq!(first.deleted_chunks, 0);
 
@@ -267,7 +277,9 @@ async fn an_incremental_backup_sends_only_new_chunks_and_the_old_generation_is_d
         .find(|f| f.path.starts_with("Media/") && f.path != "Media/new-photo.jpg")
         .unwrap();
     std::fs::remove_file(phone.join(&removed.path)).unwrap();
-    let second = back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
+    let second = back_up(&gateway, &vault, ALICE, &key, &phone)
+        .await
+        .unwrap();
     assert_eq!(second.generation, 2);
     assert_eq!(
         second.uploaded_chunks,
@@ -295,7 +307,9 @@ async fn an_incremental_backup_sends_only_new_chunks_and_the_old_generation_is_d
     );
 
     let restored = stack.dir().join("restored");
-    let restored_report = restore(&gateway, &vault, ALICE, &key, &restored).await.unwrap();
+    let restored_report = restore(&gateway, &vault, ALICE, &key, &restored)
+        .await
+        .unwrap();
     assert_eq!(restored_report.generation, 2);
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 
@@ -350,19 +364,25 @@ async fn a_backup_over_the_quota_is_refused_and_the_last_one_stays() {
     let gateway = stack.client(ALICE);
     let key = RootKey::generate();
     let vault = stack.enable_key_backup(ALICE, &key).await;
-    back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &key, &phone)
+        .await
+        .unwrap();
     // Grow the phone past the 2 MiB test quota.
     let big: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
         .collect();
     std::fs::write(phone.join("Media/huge-video.mp4"), &big).unwrap();
-    let error = back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap_err();
+    let error = back_up(&gateway, &vault, ALICE, &key, &phone)
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("quota"), "{error}");
     let listing = gateway.get_backup().await.unwrap().unwrap();
     assert_eq!(listing.generation, 1, "nothing was committed");
     std::fs::remove_file(phone.join("Media/huge-video.mp4")).unwrap();
     let restored = stack.dir().join("restored");
-    restore(&gateway, &vault, ALICE, &key, &restored).await.unwrap();
+    restore(&gateway, &vault, ALICE, &key, &restored)
+        .await
+        .unwrap();
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 }
 
@@ -373,7 +393,9 @@ async fn storage_or_gateway_down_is_unavailable_and_loses_nothing() {
     let gateway = stack.client(ALICE);
     let key = RootKey::generate();
     let vault = stack.enable_key_backup(ALICE, &key).await;
-    back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &key, &phone)
+        .await
+        .unwrap();
 
     stack.kill("local-s3");
     let error = restore(&gateway, &vault, ALICE, &key, &stack.dir().join("r1"))
@@ -383,12 +405,16 @@ async fn storage_or_gateway_down_is_unavailable_and_loses_nothing() {
         matches!(&error, RestoreError::Gateway(e) if e.is_retryable()),
         "{error:?}"
     );
-    let error = back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap_err();
+    let error = back_up(&gateway, &vault, ALICE, &key, &phone)
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("retry later"), "{error}");
 
     stack.start_s3().await.unwrap();
     let restored = stack.dir().join("r2");
-    restore(&gateway, &vault, ALICE, &key, &restored).await.unwrap();
+    restore(&gateway, &vault, ALICE, &key, &restored)
+        .await
+        .unwrap();
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 
     stack.kill("blob-gateway");
@@ -401,7 +427,9 @@ async fn storage_or_gateway_down_is_unavailable_and_loses_nothing() {
     );
     stack.start_gateway().await.unwrap();
     let restored = stack.dir().join("r4");
-    restore(&gateway, &vault, ALICE, &key, &restored).await.unwrap();
+    restore(&gateway, &vault, ALICE, &key, &restored)
+        .await
+        .unwrap();
     assert!(phone::diff_trees(&phone, &restored).unwrap().is_empty());
 }
 

@@ -6,6 +6,6 @@ mod fleet;
 mod key_backup;
 mod rotation;
 mod trust_storage;
-mod trust_vault;
 mod trust_tokens;
+mod trust_vault;
 mod vault;

@@ -2,15 +2,13 @@
 //! gone, and a rotation interrupted at any step still restorable, with the
 //! restore saying which key it needed.
 
+use backup_client::freshness::Vouched;
+use backup_client::rotate::RotateError;
 use backup_client::rotate::{
     begin_with_vault, finish_with_vault, rotate_key, rotate_key_with_vault,
 };
 use backup_client::vault::Password;
-use backup_client::freshness::Vouched;
-use backup_client::rotate::RotateError;
-use backup_client::{
-    RestoreError, RootKey, back_up, back_up_with_signer, restore, restore_any,
-};
+use backup_client::{RestoreError, RootKey, back_up, back_up_with_signer, restore, restore_any};
 use device_sim::phone;
 use e2e_tests::Stack;
 
@@ -196,14 +194,26 @@ async fn a_rotation_whose_commit_answer_was_lost_restores_with_the_key_the_user_
     // generation is the pointer's pending one, and it restores.
     let typed = RootKey::parse(&shown).unwrap();
     let target = stack.dir().join("new-phone");
-    let report = restore(&gateway_of(&stack), &stack.vault(ALICE), ALICE, &typed, &target)
-        .await
-        .unwrap();
+    let report = restore(
+        &gateway_of(&stack),
+        &stack.vault(ALICE),
+        ALICE,
+        &typed,
+        &target,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.vouched, Some(Vouched::Pending));
     assert!(phone::diff_trees(&phone_dir, &target).unwrap().is_empty());
-    let error = restore(&gateway_of(&stack), &vault, ALICE, &old, &stack.dir().join("old"))
-        .await
-        .unwrap_err();
+    let error = restore(
+        &gateway_of(&stack),
+        &vault,
+        ALICE,
+        &old,
+        &stack.dir().join("old"),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, RestoreError::OtherKey { .. }), "{error:?}");
 
     // The next backup with the new key confirms the lost commit.

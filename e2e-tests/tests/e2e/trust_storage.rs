@@ -157,9 +157,15 @@ async fn a_substituted_backup_of_the_same_account_and_key_is_refused() {
     // tells them apart.
     first_chain.put_back(&stack);
     let target = stack.dir().join("substituted");
-    let error = restore(&stack.client(ALICE), &stack.vault(ALICE), ALICE, &key, &target)
-        .await
-        .unwrap_err();
+    let error = restore(
+        &stack.client(ALICE),
+        &stack.vault(ALICE),
+        ALICE,
+        &key,
+        &target,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             error,

@@ -95,7 +95,8 @@ async fn a_recorded_key_signature_cannot_be_replayed() {
     .connect()
     .await
     .unwrap();
-    let mut raw = KeyVaultClient::with_interceptor(channel, stack.token("alice", Audience::KeyVault));
+    let mut raw =
+        KeyVaultClient::with_interceptor(channel, stack.token("alice", Audience::KeyVault));
     let challenge = raw
         .get_challenge(GetChallengeRequest {})
         .await

@@ -35,7 +35,9 @@ async fn password_flows_restore_change_lock_out_exactly_and_start_over() {
         .register(&password("hunter2 but longer"), &key, None)
         .await
         .unwrap();
-    back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &key, &phone)
+        .await
+        .unwrap();
     // A second registration without proof is refused and changes nothing.
     let error = vault
         .register(&password("attacker"), &RootKey::generate(), None)
@@ -146,7 +148,9 @@ async fn password_flows_restore_change_lock_out_exactly_and_start_over() {
         .register(&password("fresh start"), &new_key, None)
         .await
         .unwrap();
-    back_up(&gateway, &vault, ALICE, &new_key, &phone).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &new_key, &phone)
+        .await
+        .unwrap();
     let again = vault.recover(&password("fresh start")).await.unwrap();
     restore(
         &gateway,
@@ -243,7 +247,9 @@ async fn the_count_and_the_record_survive_a_vault_kill_and_restart() {
         .register(&password("right"), &key, None)
         .await
         .unwrap();
-    back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &key, &phone)
+        .await
+        .unwrap();
     let fingerprint = stack.vault_fingerprint();
 
     let error = vault.recover(&password("wrong")).await.unwrap_err();
@@ -376,7 +382,9 @@ async fn no_password_or_key_in_the_vault_database_stored_objects_or_logs() {
         .register(&password(secrets[0]), &key, None)
         .await
         .unwrap();
-    back_up(&gateway, &vault, ALICE, &key, &phone).await.unwrap();
+    back_up(&gateway, &vault, ALICE, &key, &phone)
+        .await
+        .unwrap();
     let _ = vault.recover(&password("a wrong guess")).await;
     let login = vault.recover(&password(secrets[0])).await.unwrap();
     vault

@@ -2,9 +2,9 @@
 //! Files and Communication with PURBs", PETS 2019): the lengths objects are
 //! padded to, so that a stored object's size says little about its content.
 //!
-//! A length `L` is rounded up by zeroing its low bits: of the `floor(log2 L)
-//! + 1` bits of `L`, only the top `floor(log2 floor(log2 L)) + 1` may be
-//! non-zero. The overhead is at most about 12 % (less for large objects),
+//! A length `L` is rounded up by zeroing its low bits: of the
+//! `floor(log2 L) + 1` bits of `L`, only the top
+//! `floor(log2 floor(log2 L)) + 1` may be non-zero. The overhead is at most about 12 % (less for large objects),
 //! and a padded length leaks `O(log log L)` bits instead of `O(log L)`.
 //! The device pads packs and manifests with this function; the blob gateway
 //! refuses any pack whose size it does not produce.

@@ -71,7 +71,10 @@ mod tests {
     fn colour_only_on_a_terminal_without_no_color() {
         use std::ffi::OsStr;
         assert!(colour_wanted(true, None));
-        assert!(!colour_wanted(false, None), "a file or a pipe gets plain text");
+        assert!(
+            !colour_wanted(false, None),
+            "a file or a pipe gets plain text"
+        );
         assert!(!colour_wanted(true, Some(OsStr::new("1"))));
         // An empty NO_COLOR does not count, as no-color.org says.
         assert!(colour_wanted(true, Some(OsStr::new(""))));

@@ -451,6 +451,8 @@ mod authorization;
 mod binary;
 #[path = "cases/logs.rs"]
 mod logs;
+#[path = "cases/malformed.rs"]
+mod malformed;
 #[path = "cases/pkcs11.rs"]
 mod pkcs11;
 #[path = "support/softhsm.rs"]

@@ -390,6 +390,12 @@ mod tests {
         )
         .unwrap();
         let key = RootKey::generate();
-        assert_send(restore(&gateway, &vault, "a", &key, Path::new("/nonexistent")));
+        assert_send(restore(
+            &gateway,
+            &vault,
+            "a",
+            &key,
+            Path::new("/nonexistent"),
+        ));
     }
 }
