@@ -8,9 +8,12 @@
 //!    registration and one login, the client's own work (blinding, Argon2,
 //!    envelope) excluded by timing only the RPC round trips.
 //! 3. Logins per second with 8 and 32 concurrent clients (separate
-//!    accounts): full logins including the clients' work on the same two
-//!    cores, and the vault's side alone (LoginStart + verdict-only
-//!    LoginFinish with precomputed requests).
+//!    accounts): the vault's side alone (LoginStart + verdict-only
+//!    LoginFinish with precomputed requests), then full logins including the
+//!    clients' work on the same two cores, with p50 / p99 per login, side by
+//!    side for three setups in one run: SQLite with TLS (the default),
+//!    SQLite in plaintext (what TLS costs), and three vault replicas on a
+//!    three-member etcd cluster (the fleet; Debian's `etcd-server`).
 //!
 //! `cargo bench -p key-vault --bench vault` (release), or the dev-profile
 //! binary that `cargo build --workspace --all-targets` leaves in
@@ -36,6 +39,8 @@
 //! The difference to opaque-ke alone is two loopback round trips and four
 //! fsynced commits per login, serialised through the store's one writer.
 
+#[path = "../tests/support/etcd.rs"]
+mod etcd;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -303,28 +308,38 @@ async fn through_grpc(vault: &TestVault, iterations: usize) {
     Stats(login).line("vault LoginStart + LoginFinish RPCs");
 }
 
-/// Full logins (client work included) by `clients` concurrent devices.
-async fn full_logins_per_second(vault: &TestVault, clients: usize, seconds: u64) -> f64 {
+/// Full logins (client work included) by `clients` concurrent devices,
+/// spread round-robin over `vaults` (replicas of one fleet): logins per
+/// second and the p50 / p99 latency of one login.
+async fn full_logins(
+    vaults: &[TestVault],
+    clients: usize,
+    seconds: u64,
+) -> (f64, Duration, Duration) {
     let mut tasks = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let began = Instant::now();
     for i in 0..clients {
         let account = format!("bench-conc-{i}");
-        let mut client = vault.client(&account).await;
+        let mut client = vaults[i % vaults.len()].client(&account).await;
         tasks.push(tokio::spawn(async move {
-            let mut done = 0u64;
-            while Instant::now() < deadline && done < 100_000 {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline && latencies.len() < 100_000 {
+                let started = Instant::now();
                 client.login(PASSWORD).await.unwrap().success();
-                done += 1;
+                latencies.push(started.elapsed());
             }
-            done
+            latencies
         }));
     }
-    let mut total = 0;
+    let mut all = Vec::new();
     for task in tasks {
-        total += task.await.unwrap();
+        all.extend(task.await.unwrap());
     }
-    total as f64 / began.elapsed().as_secs_f64()
+    let rate = all.len() as f64 / began.elapsed().as_secs_f64();
+    all.sort();
+    let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
+    (rate, at(0.50), at(0.99))
 }
 
 /// The vault's side of a login only: precomputed credential requests,
@@ -367,6 +382,66 @@ async fn server_logins_per_second(vault: &TestVault, clients: usize, seconds: u6
     total as f64 / began.elapsed().as_secs_f64()
 }
 
+/// One vault setup of the comparison.
+#[derive(Clone, Copy)]
+enum Setup {
+    /// One vault, SQLite, TLS: the embedded default.
+    SqliteTls,
+    /// The same without TLS: what TLS costs.
+    SqlitePlaintext,
+    /// Three replicas sharing a three-member etcd cluster, TLS: the fleet.
+    EtcdFleet,
+}
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Setup::SqliteTls => "SQLite, 1 vault, TLS",
+            Setup::SqlitePlaintext => "SQLite, 1 vault, plaintext",
+            Setup::EtcdFleet => "etcd x3, 3 vault replicas, TLS",
+        }
+    }
+
+    /// Starts the setup's vaults (and the etcd cluster they share).
+    async fn start(
+        self,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<(Vec<TestVault>, Option<etcd::EtcdCluster>)> {
+        // A guess limit no benchmark reaches: the verdict-only loop counts
+        // every login as a wrong guess.
+        let mut config = config(dir, policy(u32::MAX));
+        let clock = key_vault::clock::ManualClock::new();
+        match self {
+            Setup::SqliteTls => Ok((
+                vec![TestVault::start_with_config(dir, config, clock).await?],
+                None,
+            )),
+            Setup::SqlitePlaintext => {
+                config.tls = rpc::ServerTls {
+                    cert: None,
+                    key: None,
+                    insecure_plaintext: true,
+                };
+                Ok((
+                    vec![TestVault::start_with_config(dir, config, clock).await?],
+                    None,
+                ))
+            }
+            Setup::EtcdFleet => {
+                let cluster = etcd::EtcdCluster::start(3).await?;
+                let mut vaults = Vec::new();
+                for _ in 0..3 {
+                    let mut replica = config.clone();
+                    replica.store = key_vault::config::StoreKind::Etcd;
+                    replica.etcd_endpoints = cluster.endpoints.clone();
+                    vaults.push(TestVault::start_with_config(dir, replica, clock.clone()).await?);
+                }
+                Ok((vaults, Some(cluster)))
+            }
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let iterations = env_number("VAULT_BENCH_ITERATIONS", 300) as usize;
     let seconds = env_number("VAULT_BENCH_SECONDS", 3);
@@ -386,8 +461,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let dir = tempfile::tempdir()?;
-        // A guess limit no benchmark reaches: the verdict-only loop counts
-        // every login as a wrong guess.
         let vault = TestVault::start(dir.path(), policy(u32::MAX)).await?;
         through_grpc(&vault, iterations).await;
         for i in 0..32 {
@@ -395,14 +468,38 @@ fn main() -> anyhow::Result<()> {
             client.register(PASSWORD, &random_key(), &[1; 32], None).await.unwrap();
         }
         for clients in [8, 32] {
-            let full = full_logins_per_second(&vault, clients, seconds).await;
             let server = server_logins_per_second(&vault, clients, seconds).await;
             println!(
-                "{clients:>2} concurrent clients: {full:>7.0} full logins/s (client work included, same CPUs); \
-                 {server:>7.0} vault-side logins/s (precomputed requests, verdict-only finish)"
+                "{clients:>2} concurrent clients: {server:>7.0} vault-side logins/s (SQLite, TLS; precomputed requests, verdict-only finish)"
             );
         }
         vault.stop().await;
+
+        println!();
+        println!("full logins (client work included, same CPUs), {seconds} s per cell:");
+        println!("| setup | clients | logins/s | p50 | p99 |");
+        println!("|---|---|---|---|---|");
+        for setup in [Setup::SqliteTls, Setup::SqlitePlaintext, Setup::EtcdFleet] {
+            let dir = tempfile::tempdir()?;
+            let (vaults, cluster) = setup.start(dir.path()).await?;
+            for i in 0..32 {
+                let mut client = vaults[i % vaults.len()].client(&format!("bench-conc-{i}")).await;
+                client.register(PASSWORD, &random_key(), &[1; 32], None).await.unwrap();
+            }
+            for clients in [8, 32] {
+                let (rate, p50, p99) = full_logins(&vaults, clients, seconds).await;
+                println!(
+                    "| {} | {clients} | {rate:.0} | {:.1} ms | {:.1} ms |",
+                    setup.name(),
+                    p50.as_secs_f64() * 1e3,
+                    p99.as_secs_f64() * 1e3
+                );
+            }
+            for vault in vaults {
+                vault.stop().await;
+            }
+            drop(cluster);
+        }
         anyhow::Ok(())
     })
 }

@@ -116,6 +116,8 @@ pub fn policy(max_guesses: u32) -> Policy {
 /// A vault served in-process until stopped.
 pub struct TestVault {
     pub addr: SocketAddr,
+    /// `https`, or `http` when served with `--insecure-plaintext`.
+    pub scheme: &'static str,
     pub dir: PathBuf,
     pub clock: ManualClock,
     pub fingerprint: String,
@@ -134,7 +136,22 @@ impl TestVault {
         policy: Policy,
         clock: ManualClock,
     ) -> anyhow::Result<Self> {
-        let config = config(dir, policy.clone());
+        Self::start_with_config(dir, config(dir, policy), clock).await
+    }
+
+    /// Serves `config` (made by [`config`] and then changed: another store,
+    /// plaintext) with the files of `dir`.
+    pub async fn start_with_config(
+        dir: &Path,
+        config: Config,
+        clock: ManualClock,
+    ) -> anyhow::Result<Self> {
+        let policy = config.policy.clone();
+        let scheme = if config.tls.insecure_plaintext {
+            "http"
+        } else {
+            "https"
+        };
         let opened = key_vault::open(&config, Arc::new(clock.clone())).await?;
         let fingerprint = opened.fingerprint();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -145,6 +162,7 @@ impl TestVault {
         }));
         Ok(Self {
             addr,
+            scheme,
             dir: dir.to_path_buf(),
             clock,
             fingerprint,
@@ -180,7 +198,12 @@ impl TestVault {
     }
 
     pub async fn client(&self, account: &str) -> VaultClient {
-        VaultClient::connect(self.addr, &trust(&self.dir), account, self.token(account)).await
+        let url = format!("{}://{}", self.scheme, self.addr);
+        let trust = match self.scheme {
+            "http" => rpc::Trust::insecure_plaintext_only(),
+            _ => trust(&self.dir),
+        };
+        VaultClient::connect_url(&url, &trust, account, self.token(account)).await
     }
 }
 
@@ -245,8 +268,12 @@ impl VaultClient {
         account: &str,
         token: String,
     ) -> Self {
-        let url = format!("https://{addr}");
-        let channel = rpc::endpoint(&url, trust, &rpc::ChannelOptions::default())
+        Self::connect_url(&format!("https://{addr}"), trust, account, token).await
+    }
+
+    /// Connects to `url` (`http://` only with a plaintext trust).
+    pub async fn connect_url(url: &str, trust: &rpc::Trust, account: &str, token: String) -> Self {
+        let channel = rpc::endpoint(url, trust, &rpc::ChannelOptions::default())
             .expect("a valid endpoint")
             .connect()
             .await
