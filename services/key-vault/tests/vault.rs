@@ -449,6 +449,10 @@ async fn secrets_persist_and_a_wrong_sealing_key_stops_the_start() {
 mod authorization;
 #[path = "cases/binary.rs"]
 mod binary;
+#[path = "support/etcd.rs"]
+mod etcd;
+#[path = "cases/fleet.rs"]
+mod fleet;
 #[path = "cases/logs.rs"]
 mod logs;
 #[path = "cases/malformed.rs"]

@@ -275,6 +275,14 @@ fn etcd(error: etcd_client::Error) -> StoreError {
         {
             StoreError::NoQuorum
         }
+        // The connection to a member broke mid-call (the member died):
+        // tonic reports it as UNKNOWN with the transport error as source.
+        Error::GRpcStatus(status)
+            if status.code() == tonic::Code::Unknown
+                && std::error::Error::source(status).is_some() =>
+        {
+            StoreError::NoQuorum
+        }
         _ => StoreError::Database(format!("etcd: {error}")),
     }
 }

@@ -79,7 +79,12 @@ impl std::fmt::Debug for Ephemeral {
 pub enum StoreError {
     #[error("the vault's record store is busy; retry later")]
     Busy,
-    #[error("the vault's record store cannot reach a majority of its members; retry later")]
+    /// A write sent now may still be committed once the majority is back
+    /// (Raft keeps the proposal): a login attempted now may count as a guess.
+    #[error(
+        "the vault's record store cannot reach a majority of its members; retry later (a login \
+         attempted now may still count as one guess once the majority is back)"
+    )]
     NoQuorum,
     #[error("the vault's record store failed: {0}")]
     Database(String),
