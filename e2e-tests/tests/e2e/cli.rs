@@ -307,3 +307,64 @@ async fn password_user_restores_on_a_new_device_and_wrong_guesses_end_in_key_era
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_user_rotates_the_old_key_stops_working_and_disable_deletes_everything() {
+    let stack = Stack::start().await.unwrap();
+    let folder = stack.dir().join("my-folder");
+    make_folder(&folder);
+    let folder = folder.to_str().unwrap();
+    let device = Device {
+        stack: &stack,
+        account: "cli-rotate",
+        dir: stack.dir().join("device"),
+    };
+    let old_key = device.json(&["key", "new"], "")["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    device.ok(&["enable", "--key"], "");
+    device.json(&["backup", folder], "");
+
+    // The new key is shown and replaces the key file.
+    let rotated = device.json(&["rotate", folder], "");
+    let new_key = rotated["new_key"].as_str().unwrap();
+    assert_ne!(new_key, old_key);
+    assert_eq!(rotated["generation"], 2);
+    let key_file = device.dir.join("cli-rotate/key");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), new_key);
+    assert!(!device.dir.join("cli-rotate/key.next").exists());
+
+    // The old key opens nothing any more (exit 7); the new one restores.
+    let stranger = Device {
+        stack: &stack,
+        account: "cli-rotate",
+        dir: stack.dir().join("other-device"),
+    };
+    let old = stack.dir().join("with-old-key");
+    let refused = stranger.run(
+        &["restore", old.to_str().unwrap(), "--key-fd", "0"],
+        &old_key,
+    );
+    assert_eq!(refused.status.code(), Some(7), "{}", text(&refused));
+    let restored = stack.dir().join("restored");
+    device.json(&["restore", restored.to_str().unwrap()], "");
+    assert_same_tree(Path::new(folder), &restored);
+
+    // Disable needs --yes; then the vault record, the objects and the key go.
+    let unconfirmed = device.run(&["disable"], "");
+    assert_eq!(unconfirmed.status.code(), Some(USAGE));
+    let disabled = device.json(&["disable", "--yes"], "");
+    assert!(disabled["deleted_objects"].as_u64().unwrap() > 0);
+    assert!(!key_file.exists());
+    assert!(
+        stack
+            .list_bucket("accounts/cli-rotate/")
+            .await
+            .unwrap()
+            .is_empty(),
+        "no object of the account is left"
+    );
+    let status = device.json(&["status"], "");
+    assert_eq!(status["enabled"], false);
+}
