@@ -1,6 +1,7 @@
 //! End-to-end: the real local S3, key vault and blob gateway binaries,
 //! driven by the real backup client and simulator. One test binary.
 
+mod cli;
 mod crash;
 mod fleet;
 mod key_backup;
