@@ -34,3 +34,6 @@ pub struct Core {
     pub limits: Limits,
     pub order: CommitOrder,
 }
+
+#[cfg(test)]
+mod tests;
