@@ -115,6 +115,27 @@ impl Harness {
         self.s3 = Some(s3);
     }
 
+    /// The flags that point a gateway at this harness's S3, tokens and
+    /// certificates (the program name first).
+    pub fn gateway_args(&self) -> Vec<String> {
+        let public_key = self.dir.path().join("authority/token.pub");
+        let tls = self.dir.path().join("tls");
+        let cert = rpc::dev_certs::cert_path(&tls, blob_gateway::SERVICE);
+        let key = rpc::dev_certs::key_path(&tls, blob_gateway::SERVICE);
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        vec![
+            "blob-gateway".into(),
+            "--s3-endpoint".into(),
+            self.s3_endpoint.clone(),
+            "--token-public-key-file".into(),
+            path(&public_key),
+            "--tls-cert".into(),
+            path(&cert),
+            "--tls-key".into(),
+            path(&key),
+        ]
+    }
+
     /// Local S3's address (kept across restarts).
     pub fn s3_addr(&self) -> std::net::SocketAddr {
         self.s3_config.listen
@@ -127,23 +148,8 @@ impl Harness {
     /// A gateway of its own on the same local S3 (one more replica);
     /// returns once it serves.
     pub async fn spawn_gateway(&self, flags: &[&str]) -> Gateway {
-        let public_key = self.dir.path().join("authority/token.pub");
-        let tls = self.dir.path().join("tls");
-        let cert = rpc::dev_certs::cert_path(&tls, blob_gateway::SERVICE);
-        let key = rpc::dev_certs::key_path(&tls, blob_gateway::SERVICE);
-        let endpoint = self.s3_endpoint.clone();
-        let mut args = vec![
-            "blob-gateway",
-            "--s3-endpoint",
-            &endpoint,
-            "--token-public-key-file",
-            public_key.to_str().unwrap(),
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ];
-        args.extend_from_slice(flags);
+        let mut args = self.gateway_args();
+        args.extend(flags.iter().map(|flag| flag.to_string()));
         let config = Config::try_parse_from(args).expect("gateway flags parse");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("https://{}", listener.local_addr().unwrap());
