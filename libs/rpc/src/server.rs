@@ -258,6 +258,16 @@ impl RpcServer {
         self
     }
 
+    /// A handle that sets the health status of the server and of every
+    /// service added so far, for a service whose health follows something
+    /// outside it (the gateway's object storage).
+    pub fn health(&self) -> HealthHandle {
+        HealthHandle {
+            reporter: self.health.clone(),
+            names: std::iter::once("").chain(self.names.clone()).collect(),
+        }
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then lets running
     /// calls finish. Health answers NOT_SERVING (for the server as a whole
     /// and for each service) until `ready` resolves, SERVING after.
@@ -307,5 +317,27 @@ impl RpcServer {
                 .await;
         }
         Ok(())
+    }
+}
+
+/// Sets the health status of a server's services together; see
+/// [`RpcServer::health`].
+#[derive(Clone)]
+pub struct HealthHandle {
+    reporter: HealthReporter,
+    names: Vec<&'static str>,
+}
+
+impl HealthHandle {
+    /// SERVING when `serving`, NOT_SERVING otherwise.
+    pub async fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in &self.names {
+            self.reporter.set_service_status(*name, status).await;
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! local stack with no flags.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use account_token::VerifierArgs;
 use clap::{Args, Parser};
@@ -24,7 +25,11 @@ pub struct Config {
     #[command(flatten)]
     pub s3: S3Args,
     #[command(flatten)]
+    pub s3_timeouts: S3Timeouts,
+    #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub fleet: Fleet,
     #[command(flatten)]
     pub log: LogArgs,
     /// Test only: abort the process at this step (see `failpoint.rs`).
@@ -64,6 +69,48 @@ pub struct S3Args {
     pub create_bucket: bool,
 }
 
+/// How long the gateway waits for object storage before a call fails with
+/// UNAVAILABLE instead of hanging.
+#[derive(Debug, Clone, Args)]
+pub struct S3Timeouts {
+    /// Time to open a connection to object storage.
+    #[arg(long = "s3-connect-timeout", env = "S3_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub connect: Duration,
+    /// Longest wait for the next bytes of a response.
+    #[arg(long = "s3-read-timeout", env = "S3_READ_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub read: Duration,
+    /// Longest single attempt of an S3 operation (a part of 8 MiB included).
+    #[arg(long = "s3-attempt-timeout", env = "S3_ATTEMPT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub attempt: Duration,
+    /// Longest S3 operation, retries included.
+    #[arg(long = "s3-operation-timeout", env = "S3_OPERATION_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub operation: Duration,
+}
+
+/// Running as one of several gateways over one object store.
+#[derive(Debug, Clone, Args)]
+pub struct Fleet {
+    /// How often the object storage is probed; health says NOT_SERVING
+    /// while the probe fails.
+    #[arg(long, env = "BLOB_GATEWAY_HEALTH_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+    /// How often every account is swept for packs and manifests no commit
+    /// references.
+    #[arg(long, env = "BLOB_GATEWAY_SWEEP_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+    /// An unreferenced pack or manifest younger than this is never swept:
+    /// another gateway may be committing it.
+    #[arg(long, env = "BLOB_GATEWAY_SWEEP_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub sweep_grace: Duration,
+    /// Longest a v3 call may run before it ends with DEADLINE_EXCEEDED.
+    #[arg(long, env = "BLOB_GATEWAY_REQUEST_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// After SIGTERM, running calls get this long to finish; then the
+    /// gateway stops anyway.
+    #[arg(long, env = "BLOB_GATEWAY_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct Limits {
     /// Largest gRPC message the gateway accepts, in bytes.
@@ -86,7 +133,14 @@ pub struct Limits {
         default_value_t = 262_144
     )]
     pub max_commit_chunks: usize,
-    /// Sealed bytes one account's committed generation may occupy (chunks + manifest).
+    /// Largest pack a v3 upload may declare, in bytes.
+    #[arg(long, env = "BLOB_GATEWAY_MAX_PACK_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub max_pack_bytes: u64,
+    /// Most packs one v3 commit may reference.
+    #[arg(long, env = "BLOB_GATEWAY_MAX_COMMIT_PACKS", default_value_t = 16_384)]
+    pub max_commit_packs: usize,
+    /// Sealed bytes one account may occupy: v2, its committed generation
+    /// (chunks + manifest); v3, committed and uncommitted packs + manifest.
     #[arg(long, env = "BLOB_GATEWAY_QUOTA_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
     pub quota_bytes: u64,
 }

@@ -73,14 +73,40 @@ impl From<ServiceError> for Status {
             ServiceError::GenerationConflict { .. } | ServiceError::MissingChunks { .. } => {
                 Status::failed_precondition(message)
             }
-            ServiceError::Storage(StoreError::Unavailable(_)) => {
-                Status::unavailable("object storage is unreachable; retry later")
-            }
-            ServiceError::Storage(StoreError::NotFound) => Status::not_found(message),
-            ServiceError::Storage(StoreError::Other(_)) => {
-                warn!(error = %message, "storage failure");
-                Status::internal("object storage failed; see the gateway log")
-            }
+            ServiceError::Storage(error) => storage_status(&error),
+        }
+    }
+}
+
+/// The status for a storage failure, each kind with its own message and
+/// log line: what the user is told and what the operator must do.
+pub fn storage_status(error: &StoreError) -> Status {
+    match error {
+        StoreError::Unavailable(detail) => {
+            warn!(%detail, "object storage unreachable or slow");
+            Status::unavailable("object storage is unreachable or slow; retry later")
+        }
+        StoreError::NotFound => Status::not_found("object not found"),
+        StoreError::Full(detail) => {
+            warn!(%detail, "object storage is full: free space or add capacity; uploads and commits fail until then, committed backups stay readable");
+            Status::resource_exhausted(
+                "object storage is full; nothing was stored and the committed backup is unchanged",
+            )
+        }
+        StoreError::Denied(detail) => {
+            tracing::error!(%detail, "object storage denied access: check the gateway's S3 credentials and the bucket policy");
+            Status::internal("object storage denied the gateway access; the operator must fix it")
+        }
+        StoreError::PreconditionFailed => {
+            Status::failed_precondition("a conditional write lost its condition; retry")
+        }
+        StoreError::InvalidRange => {
+            Status::invalid_argument("the requested range is outside the object")
+        }
+        StoreError::Aborted(detail) => Status::cancelled(format!("upload abandoned: {detail}")),
+        StoreError::Other(detail) => {
+            warn!(%detail, "storage failure");
+            Status::internal("object storage failed; see the gateway log")
         }
     }
 }

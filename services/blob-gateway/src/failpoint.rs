@@ -6,10 +6,13 @@
 //! | name | fires |
 //! |---|---|
 //! | `put-chunk:after-store` | a chunk is stored whole; its response is not sent |
+//! | `put-pack:after-store` | a v3 pack is stored whole; its response is not sent |
 //! | `commit:after-manifest` | the new manifest is PUT; the commit record is not |
 //! | `commit:after-record` | the commit record is PUT (committed); no garbage deleted yet |
 //! | `commit:mid-gc` | the first garbage object of a commit is deleted; the rest are not |
 //! | `get-chunk:after-5` | 5 chunk downloads were served; the 6th aborts (an interrupted restore) |
+//!
+//! The `commit:*` failpoints fire in the v2 and the v3 commit alike.
 //!
 //! Unset (the default) every [`hit`] is one load of an unset `OnceLock`.
 
@@ -17,8 +20,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Every failpoint the gateway has.
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 6] = [
     "put-chunk:after-store",
+    "put-pack:after-store",
     "commit:after-manifest",
     "commit:after-record",
     "commit:mid-gc",

@@ -14,22 +14,42 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::config::S3Args;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+
+use crate::config::{S3Args, S3Timeouts};
 
 /// How many deletes run at once when a backup is removed.
 const DELETE_CONCURRENCY: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Timeouts, refused connections, 5xx: retrying may help.
     #[error("object storage is unreachable: {0}")]
     Unavailable(String),
     #[error("object not found")]
     NotFound,
+    /// HTTP 507 (`XMinioStorageFull`, local S3 on a full disk): nothing can
+    /// be written until the operator frees space.
+    #[error("object storage is full: {0}")]
+    Full(String),
+    /// HTTP 403: the gateway's credentials or the bucket policy are wrong.
+    #[error("object storage denied access: {0}")]
+    Denied(String),
+    /// HTTP 412: an `If-Match` / `If-None-Match` write lost its condition.
+    #[error("a conditional write lost its condition")]
+    PreconditionFailed,
+    /// HTTP 416: a ranged read outside the object.
+    #[error("the requested range is outside the object")]
+    InvalidRange,
+    /// The body a streamed upload read from failed or was refused; the
+    /// upload was dropped and nothing became visible.
+    #[error("the upload was abandoned: {0}")]
+    Aborted(String),
     #[error("object storage error: {0}")]
     Other(String),
 }
 
-fn classify<E>(error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
+pub(crate) fn classify<E>(error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -41,6 +61,10 @@ where
             StoreError::Unavailable(text)
         }
         (_, Some(404), _) | (_, _, Some("NoSuchKey" | "NotFound")) => StoreError::NotFound,
+        (_, Some(412), _) | (_, _, Some("PreconditionFailed")) => StoreError::PreconditionFailed,
+        (_, Some(416), _) | (_, _, Some("InvalidRange")) => StoreError::InvalidRange,
+        (_, Some(507), _) | (_, _, Some("XMinioStorageFull")) => StoreError::Full(text),
+        (_, Some(403), _) | (_, _, Some("AccessDenied")) => StoreError::Denied(text),
         (_, Some(500..=599), _) | (SdkError::ResponseError(_), _, _) => {
             StoreError::Unavailable(text)
         }
@@ -89,6 +113,12 @@ pub struct Store {
 /// them. Also used by the simulator's raw-S3 baseline, so both measure the
 /// same client.
 pub fn client(args: &S3Args) -> Client {
+    client_with_timeouts(args, None)
+}
+
+/// [`client`] with the SDK's connect, read, attempt and operation timeouts,
+/// so a stalled object store ends a call instead of hanging it.
+pub fn client_with_timeouts(args: &S3Args, timeouts: Option<&S3Timeouts>) -> Client {
     let credentials = Credentials::new(
         &args.access_key,
         &args.secret_key,
@@ -96,25 +126,47 @@ pub fn client(args: &S3Args) -> Client {
         None,
         "blob-gateway-config",
     );
-    let config = aws_sdk_s3::Config::builder()
+    let mut config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(&args.endpoint)
         .region(Region::new(args.region.clone()))
         .credentials_provider(credentials)
         .force_path_style(true)
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    Client::from_conf(config)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    if let Some(timeouts) = timeouts {
+        config = config.timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .read_timeout(timeouts.read)
+                .operation_attempt_timeout(timeouts.attempt)
+                .operation_timeout(timeouts.operation)
+                .build(),
+        );
+    }
+    Client::from_conf(config.build())
 }
 
 impl Store {
     pub fn new(args: &S3Args, part_bytes: usize) -> Self {
+        Self::with_client(client(args), args, part_bytes)
+    }
+
+    /// A store over an already configured client (see [`client_with_timeouts`]).
+    pub fn with_client(client: Client, args: &S3Args, part_bytes: usize) -> Self {
         Self {
-            client: client(args),
+            client,
             bucket: args.bucket.clone(),
             part_bytes: part_bytes.max(5 * 1024 * 1024),
         }
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn bucket(&self) -> &str {
+        &self.bucket
     }
 
     /// Checks that the bucket answers, creating it if allowed.

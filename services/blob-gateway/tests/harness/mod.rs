@@ -3,6 +3,8 @@
 //! certificates), a tonic client with account tokens from a test account
 //! authority, and direct `aws-sdk-s3` access to the bucket.
 
+#![allow(dead_code)] // each test binary uses part of the harness
+
 use std::time::Duration;
 
 use account_token::{AccountId, Audience, Authority, BearerToken};
@@ -27,7 +29,10 @@ pub const MIB: usize = 1024 * 1024;
 
 pub struct Harness {
     dir: tempfile::TempDir,
-    s3: local_s3::Server,
+    s3: Option<local_s3::Server>,
+    s3_config: local_s3::Config,
+    s3_test: local_s3::TestOptions,
+    s3_endpoint: String,
     pub s3_client: aws_sdk_s3::Client,
     pub authority: Authority,
     trust: rpc::Trust,
@@ -35,23 +40,32 @@ pub struct Harness {
 }
 
 pub struct Gateway {
-    endpoint: String,
+    pub endpoint: String,
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Harness {
     pub async fn start(flags: &[&str]) -> Self {
+        Self::start_with(flags, local_s3::TestOptions::default()).await
+    }
+
+    /// [`Harness::start`] with local S3's test options (a capacity).
+    pub async fn start_with(flags: &[&str], s3_test: local_s3::TestOptions) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let s3 = local_s3::serve(&local_s3::Config {
+        let mut s3_config = local_s3::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("s3"),
             access_key: "e2eb-dev".into(),
             secret_key: "e2eb-dev-secret".into(),
             bucket: BUCKET.into(),
-        })
-        .await
-        .expect("local S3 starts");
+        };
+        let s3 = local_s3::serve_with(&s3_config, &s3_test)
+            .await
+            .expect("local S3 starts");
+        // A restart reuses the port, so running gateways find it again.
+        s3_config.listen = s3.local_addr();
+        let s3_endpoint = s3.endpoint();
         let credentials =
             aws_sdk_s3::config::Credentials::new("e2eb-dev", "e2eb-dev-secret", None, None, "test");
         let s3_client = aws_sdk_s3::Client::from_conf(
@@ -70,7 +84,10 @@ impl Harness {
         let trust = rpc::Trust::from_ca_file(&rpc::dev_certs::ca_path(&tls)).expect("the CA");
         let mut harness = Self {
             dir,
-            s3,
+            s3: Some(s3),
+            s3_config,
+            s3_test,
+            s3_endpoint,
             s3_client,
             authority,
             trust,
@@ -81,23 +98,58 @@ impl Harness {
     }
 
     pub async fn start_gateway(&mut self, flags: &[&str]) {
+        let gateway = self.spawn_gateway(flags).await;
+        self.gateway = Some(gateway);
+    }
+
+    /// Stops local S3 (the gateways keep running).
+    pub async fn stop_s3(&mut self) {
+        self.s3.take().expect("local S3 runs").shutdown().await;
+    }
+
+    /// Starts local S3 again on its port, with its data.
+    pub async fn restart_s3(&mut self) {
+        let s3 = local_s3::serve_with(&self.s3_config, &self.s3_test)
+            .await
+            .expect("local S3 restarts");
+        self.s3 = Some(s3);
+    }
+
+    /// The flags that point a gateway at this harness's S3, tokens and
+    /// certificates (the program name first).
+    pub fn gateway_args(&self) -> Vec<String> {
         let public_key = self.dir.path().join("authority/token.pub");
         let tls = self.dir.path().join("tls");
         let cert = rpc::dev_certs::cert_path(&tls, blob_gateway::SERVICE);
         let key = rpc::dev_certs::key_path(&tls, blob_gateway::SERVICE);
-        let endpoint = self.s3.endpoint();
-        let mut args = vec![
-            "blob-gateway",
-            "--s3-endpoint",
-            &endpoint,
-            "--token-public-key-file",
-            public_key.to_str().unwrap(),
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ];
-        args.extend_from_slice(flags);
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        vec![
+            "blob-gateway".into(),
+            "--s3-endpoint".into(),
+            self.s3_endpoint.clone(),
+            "--token-public-key-file".into(),
+            path(&public_key),
+            "--tls-cert".into(),
+            path(&cert),
+            "--tls-key".into(),
+            path(&key),
+        ]
+    }
+
+    /// Local S3's address (kept across restarts).
+    pub fn s3_addr(&self) -> std::net::SocketAddr {
+        self.s3_config.listen
+    }
+
+    pub fn trust(&self) -> &rpc::Trust {
+        &self.trust
+    }
+
+    /// A gateway of its own on the same local S3 (one more replica);
+    /// returns once it serves.
+    pub async fn spawn_gateway(&self, flags: &[&str]) -> Gateway {
+        let mut args = self.gateway_args();
+        args.extend(flags.iter().map(|flag| flag.to_string()));
         let config = Config::try_parse_from(args).expect("gateway flags parse");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("https://{}", listener.local_addr().unwrap());
@@ -113,15 +165,44 @@ impl Harness {
         )
         .await
         .expect("the gateway serves v2");
-        self.gateway = Some(Gateway {
+        Gateway {
             endpoint,
             stop,
             task,
-        });
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.gateway.as_ref().expect("a gateway runs").endpoint
+    }
+
+    /// A channel to `endpoint` that trusts the test CA.
+    pub fn channel(&self, endpoint: &str) -> Channel {
+        rpc::endpoint(endpoint, &self.trust, &rpc::ChannelOptions::default())
+            .expect("a valid endpoint")
+            .connect_lazy()
+    }
+
+    /// A blob-gateway token for `account`.
+    pub fn token(&self, account: &str) -> String {
+        let account = AccountId::new(account).unwrap();
+        let token = self
+            .authority
+            .mint(&account, Audience::BlobGateway, Duration::from_secs(600))
+            .unwrap();
+        token.expose_secret().to_string()
     }
 
     pub async fn stop_gateway(&mut self) {
         let gateway = self.gateway.take().expect("a gateway runs");
+        gateway.stop().await;
+    }
+}
+
+impl Gateway {
+    /// Stops the gateway and waits until it has.
+    pub async fn stop(self) {
+        let gateway = self;
         let _ = gateway.stop.send(());
         gateway
             .task
@@ -129,7 +210,9 @@ impl Harness {
             .unwrap()
             .expect("the gateway stops cleanly");
     }
+}
 
+impl Harness {
     pub fn client_with(&self, token: String) -> Client {
         let endpoint = &self.gateway.as_ref().expect("a gateway runs").endpoint;
         let channel = rpc::endpoint(endpoint, &self.trust, &rpc::ChannelOptions::default())
