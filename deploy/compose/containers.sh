@@ -85,6 +85,10 @@ down() {
 }
 
 check() {
+  if ! "${COMPOSE[@]}" version >/dev/null 2>&1; then
+    echo "no docker compose / docker-compose: compose files not validated"
+    return
+  fi
   # Validation needs no secrets and no images: the paths are only read.
   E2EB_CONTAINER_STATE=/nonexistent "${COMPOSE[@]}" -f "$LOCAL" --profile sim config -q
   E2EB_CONTAINER_STATE=/nonexistent MINIO_ROOT_PASSWORD=validate-only "${COMPOSE[@]}" -f "$USER_FACING" --profile sim config -q
