@@ -5,7 +5,8 @@ export E2EB_STATE_DIR ?= .state
 export E2EB_AUTHORITY_KEY_FILE ?= $(E2EB_STATE_DIR)/authority/token.key
 export E2EB_TLS_CA_FILE ?= $(E2EB_STATE_DIR)/tls/ca.pem
 
-.PHONY: demo up down status test bench bench-vault fleet-bench report-screenshot build clean-state deps
+.PHONY: demo up down status test bench bench-vault fleet-bench report-screenshot build clean-state deps \
+	bins images up-containers fleet-containers down-containers
 
 ## Debian packages the build and the tests need (etcd-client's build script
 ## runs protoc). Installs only what is missing.
@@ -38,10 +39,36 @@ status:
 build:
 	cargo build --workspace --all-targets
 
+bins:
+	cargo build --workspace --bins
+
+## Container images from the binaries already built (no second cargo build;
+## `deploy/images/build.sh --help` for release binaries or another base).
+images:
+	deploy/images/build.sh
+
+## The stack in containers (deploy/compose/compose.local.yaml: local S3,
+## etcd x3, vault x3, gateway x2): build, images, secrets, up, wait healthy.
+up-containers: deps bins images
+	deploy/compose/containers.sh up
+
+## 20 simulated phones over 3 days in a container against the container stack.
+FLEET_CONTAINER_ARGS ?= --devices 20 --days 3 --concurrency 8
+fleet-containers:
+	deploy/compose/containers.sh fleet $(FLEET_CONTAINER_ARGS)
+
+## Remove the container stack's containers, network and volumes (and check).
+down-containers:
+	deploy/compose/containers.sh down
+
 ## Every test: unit, crate integration and end-to-end (the e2e tests start
-## their own processes on free ports; no running stack needed).
+## their own processes on free ports; no running stack needed). With Docker,
+## the images are built and the container e2e tests run them.
 test: deps
 	cargo build --workspace --bins
+	@if ! docker info >/dev/null 2>&1; then \
+	  echo "no Docker Engine: images not built, compose files not validated, container tests will skip"; \
+	else $(if $(E2EB_IMAGES_BUILT),true,deploy/images/build.sh) && deploy/compose/containers.sh check; fi
 	cargo nextest run --workspace --no-fail-fast
 
 ## A ~100 MiB phone: full backup, three days of ~1 % new data with
