@@ -160,7 +160,7 @@ async fn key_user_backs_up_restores_byte_equal_and_a_tampered_chunk_is_an_integr
     let restored = stack.dir().join("restored");
     let report = new_device.json(
         &["restore", restored.to_str().unwrap(), "--key-fd", "0"],
-        &made["key"].as_str().unwrap().to_string(),
+        made["key"].as_str().unwrap(),
     );
     assert_eq!(report["generation"], 1);
     assert_same_tree(&folder, &restored);
