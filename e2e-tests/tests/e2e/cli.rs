@@ -291,6 +291,15 @@ async fn password_user_restores_on_a_new_device_and_wrong_guesses_end_in_key_era
     );
     outputs.push(erased);
 
+    // Start over: what is left is erased and backups begin anew.
+    outputs.push(new_phone.ok(
+        &with_fd(&["enable", "--password", "--start-over"]),
+        &format!("{changed}\n"),
+    ));
+    outputs.push(new_phone.ok(&with_fd(&["backup", folder]), &format!("{changed}\n")));
+    let status = new_phone.json(&["status"], "");
+    assert_eq!(status["vouched"], "committed", "{status}");
+
     // No password in anything e2eb printed or logged (at debug), nor in the
     // services' logs.
     let mut everything: Vec<String> = outputs.iter().map(text).collect();
