@@ -130,7 +130,14 @@ pub enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
     /// Enable backups: with the 64-digit key (from `key new`) or a password.
-    Enable(EnableArgs),
+    Enable {
+        #[command(flatten)]
+        method: EnableMethod,
+        /// First erase what is left of an earlier backup (after the key was
+        /// erased, or a forgotten key): it can never be restored.
+        #[arg(long)]
+        start_over: bool,
+    },
     /// Back up DIR (every regular file under it) as the next generation.
     Backup { dir: PathBuf },
     /// Restore the committed backup into DIR, which must be empty or absent.
@@ -165,8 +172,8 @@ pub enum PasswordCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(id = "method", required = true, multiple = false, args = ["key", "password"])]
-pub struct EnableArgs {
+#[group(required = true, multiple = false)]
+pub struct EnableMethod {
     /// Use the 64-digit key: the key file, --key-fd, or a prompt.
     #[arg(long)]
     pub key: bool,
@@ -174,10 +181,6 @@ pub struct EnableArgs {
     /// read from --password-fd; never an argument).
     #[arg(long)]
     pub password: bool,
-    /// First erase what is left of an earlier backup (after the key was
-    /// erased, or a forgotten key): it can never be restored.
-    #[arg(long)]
-    pub start_over: bool,
 }
 
 #[cfg(test)]
@@ -197,5 +200,7 @@ mod tests {
         assert!(Cli::try_parse_from(["e2eb", "enable"]).is_err());
         assert!(Cli::try_parse_from(["e2eb", "enable", "--key", "--password"]).is_err());
         assert!(Cli::try_parse_from(["e2eb", "enable", "--key"]).is_ok());
+        assert!(Cli::try_parse_from(["e2eb", "enable", "--start-over"]).is_err());
+        assert!(Cli::try_parse_from(["e2eb", "enable", "--password", "--start-over"]).is_ok());
     }
 }

@@ -55,8 +55,8 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<Report> {
     };
     match &cli.command {
         Command::Key(KeyCommand::New) => commands::key_new(&session.files, out),
-        Command::Enable(args) => {
-            commands::enable(&mut session, args.password, args.start_over).await
+        Command::Enable { method, start_over } => {
+            commands::enable(&mut session, method.password, *start_over).await
         }
         Command::Backup { dir } => commands::backup(&mut session, dir).await,
         Command::Restore { dir } => commands::restore(&mut session, dir).await,

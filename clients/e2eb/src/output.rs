@@ -69,11 +69,12 @@ impl Output {
         } else {
             "error"
         };
-        eprintln!("{label}: {error:#}");
+        let message = message(error);
+        eprintln!("{label}: {message}");
         if self.json {
             let json = serde_json::json!({
                 "ok": false,
-                "error": { "kind": kind, "exit_code": kind.code(), "message": format!("{error:#}") },
+                "error": { "kind": kind, "exit_code": kind.code(), "message": message },
             });
             println!("{json}");
         }
@@ -121,6 +122,19 @@ impl Drop for Spinner {
     }
 }
 
+/// The error and its causes, each cause once: the library's messages often
+/// already include their source's text.
+pub fn message(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
 /// Bytes for people: `1.5 MiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -140,6 +154,15 @@ pub fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::other("file name is not UTF-8");
+        let error = anyhow::Error::new(io).context("cannot read x: file name is not UTF-8");
+        assert_eq!(message(&error), "cannot read x: file name is not UTF-8");
+        let error = anyhow::anyhow!("disk full").context("backup failed");
+        assert_eq!(message(&error), "backup failed: disk full");
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

@@ -160,7 +160,7 @@ async fn key_user_backs_up_restores_byte_equal_and_a_tampered_chunk_is_an_integr
     let restored = stack.dir().join("restored");
     let report = new_device.json(
         &["restore", restored.to_str().unwrap(), "--key-fd", "0"],
-        &made["key"].as_str().unwrap().to_string(),
+        made["key"].as_str().unwrap(),
     );
     assert_eq!(report["generation"], 1);
     assert_same_tree(&folder, &restored);
@@ -290,6 +290,15 @@ async fn password_user_restores_on_a_new_device_and_wrong_guesses_end_in_key_era
         "even the right password"
     );
     outputs.push(erased);
+
+    // Start over: what is left is erased and backups begin anew.
+    outputs.push(new_phone.ok(
+        &with_fd(&["enable", "--password", "--start-over"]),
+        &format!("{changed}\n"),
+    ));
+    outputs.push(new_phone.ok(&with_fd(&["backup", folder]), &format!("{changed}\n")));
+    let status = new_phone.json(&["status"], "");
+    assert_eq!(status["vouched"], "committed", "{status}");
 
     // No password in anything e2eb printed or logged (at debug), nor in the
     // services' logs.
