@@ -4,6 +4,7 @@
 mod crash;
 mod fleet;
 mod key_backup;
+mod resilience;
 mod rotation;
 mod trust_storage;
 mod trust_vault;
