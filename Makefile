@@ -5,7 +5,7 @@ export E2EB_STATE_DIR ?= .state
 export E2EB_AUTHORITY_KEY_FILE ?= $(E2EB_STATE_DIR)/authority/token.key
 export E2EB_TLS_CA_FILE ?= $(E2EB_STATE_DIR)/tls/ca.pem
 
-.PHONY: demo up down status test bench bench-vault fleet-bench report-screenshot build clean-state deps \
+.PHONY: demo up up-fleet fleet-demo down status test bench bench-vault fleet-bench report-screenshot build clean-state deps \
 	bins images up-containers fleet-containers down-containers
 
 ## Debian packages the build and the tests need (etcd-client's build script
@@ -29,7 +29,18 @@ demo: up
 up: deps
 	deploy/stack.sh up
 
-## Stop exactly the processes `make up` started.
+## The fleet as processes: local S3, a 3-member etcd cluster, 3 vault
+## replicas on it (one identity), one gateway; endpoints printed and written
+## to $(E2EB_STATE_DIR)/fleet.env for clients.
+up-fleet: deps
+	deploy/stack.sh up-fleet
+
+## A small fleet of phones against every vault replica of `make up-fleet`.
+fleet-demo: up-fleet
+	source $(E2EB_STATE_DIR)/fleet.env && \
+	  target/debug/device-sim fleet --devices 20 --days 3 --concurrency 8 --report-dir $(E2EB_STATE_DIR)/fleet
+
+## Stop exactly the processes `make up` or `make up-fleet` started.
 down:
 	deploy/stack.sh down
 

@@ -49,8 +49,16 @@ pub struct Stack {
     pub trust: rpc::Trust,
     /// Extra environment for the next gateway start (e.g. a failpoint).
     pub gateway_env: Vec<(String, String)>,
+    /// The etcd member [`Stack::start_etcd`] started: client URL.
+    pub etcd_endpoint: Option<String>,
+    /// Ports of the vault replicas on etcd, by replica index.
+    pub vault_replica_ports: Vec<u16>,
     processes: Vec<Process>,
 }
+
+/// Process names of the vault replicas on etcd (see
+/// [`Stack::start_vault_replica`]).
+pub const VAULT_REPLICAS: [&str; 3] = ["key-vault-1", "key-vault-2", "key-vault-3"];
 
 /// The directory holding the workspace's binaries.
 pub fn bin_dir() -> PathBuf {
@@ -102,6 +110,8 @@ impl Stack {
             authority,
             trust,
             gateway_env: Vec::new(),
+            etcd_endpoint: None,
+            vault_replica_ports: Vec::new(),
             processes: Vec::new(),
         };
         stack.start_s3().await?;
@@ -321,6 +331,97 @@ impl Stack {
         .with_context(|| self.log_tail("blob-gateway"))
     }
 
+    /// Starts a one-member etcd cluster (Debian's `etcd-server`; `make
+    /// deps` installs it) with its data under `<dir>/etcd`, and waits until
+    /// it reports itself healthy. Returns its client URL.
+    pub async fn start_etcd(&mut self) -> anyhow::Result<String> {
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut command = Command::new("etcd");
+        command
+            .args(["--name", "e2e", "--data-dir"])
+            .arg(self.dir().join("etcd"))
+            .args(["--listen-client-urls", &endpoint])
+            .args(["--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("e2e={peer_url}")]);
+        self.spawn("etcd", &mut command)
+            .context("etcd is installed (Debian's etcd-server; run `make deps`)")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !etcd_healthy(client) {
+            self.ensure_running("etcd")?;
+            anyhow::ensure!(Instant::now() < deadline, "etcd was not healthy in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.etcd_endpoint = Some(endpoint.clone());
+        Ok(endpoint)
+    }
+
+    /// Where the vault replicas' shared sealing key and fingerprint live.
+    pub fn vault_fleet_dir(&self) -> PathBuf {
+        self.dir().join("vault-fleet")
+    }
+
+    /// The fingerprint of the replicas' one fleet identity.
+    pub fn vault_fleet_fingerprint(&self) -> String {
+        std::fs::read_to_string(self.vault_fleet_dir().join("fingerprint"))
+            .expect("the first replica wrote its fingerprint")
+            .trim()
+            .to_string()
+    }
+
+    /// Starts vault replica `index` (0..3, named [`VAULT_REPLICAS`]) on the
+    /// etcd store of [`Stack::start_etcd`], with the fleet's one sealing
+    /// key file: the first replica to start creates the vault secrets in
+    /// etcd, the others unseal them. Keeps its port across restarts.
+    pub async fn start_vault_replica(&mut self, index: usize) -> anyhow::Result<()> {
+        let etcd = self
+            .etcd_endpoint
+            .clone()
+            .context("start etcd before the vault replicas")?;
+        while self.vault_replica_ports.len() <= index {
+            self.vault_replica_ports.push(free_port());
+        }
+        let port = self.vault_replica_ports[index];
+        let fleet = self.vault_fleet_dir();
+        std::fs::create_dir_all(&fleet)?;
+        let mut command = Command::new(bin("key-vault"));
+        command
+            .env("KEY_VAULT_LISTEN", format!("127.0.0.1:{port}"))
+            .env("KEY_VAULT_STORE", "etcd")
+            .env("KEY_VAULT_ETCD_ENDPOINTS", &etcd)
+            .env("KEY_VAULT_SEALING_KEY_FILE", fleet.join("sealing.key"))
+            .env("KEY_VAULT_FINGERPRINT_FILE", fleet.join("fingerprint"))
+            .env("KEY_VAULT_MAX_GUESSES", MAX_GUESSES.to_string())
+            .env("E2EB_TOKEN_PUBLIC_KEY_FILE", self.token_public_key_file())
+            .envs(self.tls_env(key_vault_name()));
+        let name = VAULT_REPLICAS[index];
+        self.spawn(name, &mut command)?;
+        let endpoint = format!("https://127.0.0.1:{port}");
+        health_probe::wait_serving(&endpoint, &self.trust, VAULT_SERVICE, READY_TIMEOUT)
+            .await
+            .with_context(|| self.log_tail(name))
+    }
+
+    /// Every vault replica's URL, comma-separated, as clients take them.
+    pub fn vault_replica_endpoints(&self) -> String {
+        self.vault_replica_ports
+            .iter()
+            .map(|port| format!("https://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The process id of `name`, while the harness runs it.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.processes
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.child.id())
+    }
+
     /// The certificate and key `service` serves (overridable by a test's
     /// own environment after this).
     fn tls_env(&self, service: &str) -> [(&'static str, PathBuf); 2] {
@@ -418,6 +519,21 @@ impl Drop for Stack {
             let _ = process.child.wait();
         }
     }
+}
+
+/// Whether the etcd member on `port` answers its health check (HTTP/1.1
+/// `GET /health` on the client port: `{"health":"true",…}`).
+fn etcd_healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.contains("\"health\":\"true\"")
 }
 
 /// The account authority's secret key file of the stack in `dir`.

@@ -1,9 +1,11 @@
 //! The device's connection to the blob gateway (`e2ebackup.storage.v2`):
-//! one authenticated gRPC channel (TLS and tokens from the shared `rpc` and
-//! `account-token` pieces), chunk uploads and downloads, commits, and gRPC
-//! statuses turned into [`GatewayError`]s that say what to do.
+//! authenticated gRPC channels to one or more gateway endpoints (TLS, tokens
+//! and the retry policy from the shared `rpc` and `account-token` pieces),
+//! chunk uploads and downloads, commits, and gRPC statuses turned into
+//! [`GatewayError`]s that say what to do.
 
 use std::collections::HashSet;
+use std::future::Future;
 
 pub use account_token::BearerToken;
 use e2eb_proto::storage::v2::blob_gateway_client::BlobGatewayClient;
@@ -13,6 +15,7 @@ use e2eb_proto::storage::v2::{
     put_chunk_request,
 };
 use futures::StreamExt;
+use rpc::retry::{Endpoints, Idempotency};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -110,18 +113,25 @@ type Inner = BlobGatewayClient<InterceptedService<Channel, BearerToken>>;
 /// Most chunk ids per `HasChunks` call.
 pub const HAS_CHUNKS_BATCH: usize = 1000;
 
-/// A connection to the blob gateway on behalf of one account.
+/// A connection to the blob gateway on behalf of one account: one or more
+/// gateway endpoints, every call through the shared retry policy
+/// ([`rpc::retry`]). Every call is safe to repeat: reads, content-addressed
+/// chunk writes, deletes, and a commit that is conditional on the
+/// generation it follows (a repeated commit that already took effect is
+/// recognised by its manifest, see [`GatewayClient::commit`]).
 #[derive(Clone)]
 pub struct GatewayClient {
-    inner: Inner,
+    endpoints: Endpoints<Inner>,
 }
 
 impl GatewayClient {
     /// Connects lazily over TLS to a server whose certificate `trust`
     /// accepts: the first call opens the connection, so a gateway that is
-    /// down shows up as [`GatewayError::Unavailable`] on that call.
+    /// down shows up as [`GatewayError::Unavailable`] on that call (after
+    /// the default retries). `endpoints` is one URL or several,
+    /// comma-separated.
     pub fn connect(
-        endpoint: &str,
+        endpoints: &str,
         trust: &rpc::Trust,
         token: BearerToken,
     ) -> Result<Self, GatewayError> {
@@ -132,53 +142,104 @@ impl GatewayClient {
             connection_window_bytes: Some(2 * WINDOW_BYTES),
             ..rpc::ChannelOptions::default()
         };
-        let channel = rpc::endpoint(endpoint, trust, &options)?.connect_lazy();
-        Ok(Self::with_channel(channel, token))
+        let urls = rpc::retry::split_urls(endpoints);
+        if urls.is_empty() {
+            return Err(GatewayError::Connect(rpc::ClientSetupError::InvalidUrl {
+                url: endpoints.to_string(),
+                reason: "no URL in the list".into(),
+            }));
+        }
+        let mut clients = Vec::with_capacity(urls.len());
+        for url in urls {
+            let channel = rpc::endpoint(&url, trust, &options)?.connect_lazy();
+            clients.push((url, Self::inner(channel, token.clone())));
+        }
+        Ok(Self {
+            endpoints: Endpoints::new(clients, rpc::retry::Retry::default()),
+        })
     }
 
+    /// One channel, the default retry policy.
     pub fn with_channel(channel: Channel, token: BearerToken) -> Self {
+        let clients = vec![("channel".to_string(), Self::inner(channel, token))];
         Self {
-            inner: BlobGatewayClient::with_interceptor(channel, token)
-                .max_decoding_message_size(MAX_MESSAGE_LEN),
+            endpoints: Endpoints::new(clients, rpc::retry::Retry::default()),
         }
+    }
+
+    fn inner(channel: Channel, token: BearerToken) -> Inner {
+        BlobGatewayClient::with_interceptor(channel, token)
+            .max_decoding_message_size(MAX_MESSAGE_LEN)
+    }
+
+    /// This client with another retry policy and counters.
+    pub fn with_retry(self, retry: rpc::retry::Retry) -> Self {
+        Self {
+            endpoints: self.endpoints.with_retry(retry),
+        }
+    }
+
+    /// The retry policy and counters this client uses.
+    pub fn retry(&self) -> &rpc::retry::Retry {
+        self.endpoints.retry()
+    }
+
+    /// A call safe to repeat, retried per the policy.
+    async fn call<T, F, Fut>(&self, what: &'static str, attempt: F) -> Result<T, GatewayError>
+    where
+        F: FnMut(Inner) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.endpoints
+            .call(what, Idempotency::Idempotent, attempt)
+            .await
+            .map_err(|failed| failed.error.into())
     }
 
     /// The committed generation, or `None` when the account has no backup.
     pub async fn get_backup(&self) -> Result<Option<GetBackupResponse>, GatewayError> {
-        match self.inner.clone().get_backup(GetBackupRequest {}).await {
-            Ok(response) => Ok(Some(response.into_inner())),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(status.into()),
-        }
+        let answer = self
+            .call("GetBackup", |mut inner| async move {
+                match inner.get_backup(GetBackupRequest {}).await {
+                    Ok(response) => Ok(Some(response.into_inner())),
+                    Err(status) if status.code() == Code::NotFound => Ok(None),
+                    Err(status) => Err(status),
+                }
+            })
+            .await?;
+        Ok(answer)
     }
 
     /// The sealed manifest of the committed `generation`.
     pub async fn get_manifest(&self, generation: u64) -> Result<Vec<u8>, GatewayError> {
-        let response = self
-            .inner
-            .clone()
-            .get_manifest(GetManifestRequest { generation })
-            .await?;
-        Ok(response.into_inner().manifest)
+        self.call("GetManifest", |mut inner| async move {
+            let response = inner
+                .get_manifest(GetManifestRequest { generation })
+                .await?;
+            Ok(response.into_inner().manifest)
+        })
+        .await
     }
 
     /// Which of `ids` the gateway already holds.
     pub async fn has_chunks(&self, ids: &[String]) -> Result<HashSet<String>, GatewayError> {
         let mut present = HashSet::new();
         for batch in ids.chunks(HAS_CHUNKS_BATCH) {
-            let response = self
-                .inner
-                .clone()
-                .has_chunks(HasChunksRequest {
-                    chunk_ids: batch.to_vec(),
+            let answer = self
+                .call("HasChunks", |mut inner| async move {
+                    let request = HasChunksRequest {
+                        chunk_ids: batch.to_vec(),
+                    };
+                    Ok(inner.has_chunks(request).await?.into_inner().present)
                 })
                 .await?;
-            present.extend(response.into_inner().present);
+            present.extend(answer);
         }
         Ok(present)
     }
 
-    /// Uploads one sealed chunk; `false` when the gateway already held it.
+    /// Uploads one sealed chunk; `false` when the gateway already held it
+    /// (also when an earlier attempt whose answer was lost stored it).
     pub async fn put_chunk(&self, id: &str, sealed: Vec<u8>) -> Result<bool, GatewayError> {
         let header = PutChunkRequest {
             part: Some(put_chunk_request::Part::Header(ChunkHeader {
@@ -196,65 +257,97 @@ impl GatewayClient {
                 ))),
             });
         }
-        let response = self
-            .inner
-            .clone()
-            .put_chunk(futures::stream::iter(messages))
-            .await?;
-        Ok(response.into_inner().stored)
+        let messages = &messages;
+        self.call("PutChunk", |mut inner| async move {
+            let response = inner
+                .put_chunk(futures::stream::iter(messages.clone()))
+                .await?;
+            Ok(response.into_inner().stored)
+        })
+        .await
     }
 
-    /// Downloads one sealed chunk whole (chunks are at most a few hundred KiB).
     /// Downloads a sealed chunk of at most `max_len` bytes (its size is
     /// known from the manifest): a longer answer is stopped as soon as it
     /// passes the bound, so a replaced object cannot fill the device's memory.
     pub async fn get_chunk(&self, id: &str, max_len: usize) -> Result<Vec<u8>, GatewayError> {
-        let mut stream = self
-            .inner
-            .clone()
-            .get_chunk(GetChunkRequest {
+        self.call("GetChunk", |mut inner| async move {
+            let request = GetChunkRequest {
                 chunk_id: id.to_string(),
-            })
-            .await?
-            .into_inner();
-        let mut sealed = Vec::new();
-        while let Some(message) = stream.next().await {
-            let data = message?.data;
-            if sealed.len() + data.len() > max_len {
-                return Err(GatewayError::Oversized { limit: max_len });
+            };
+            let mut stream = inner.get_chunk(request).await?.into_inner();
+            let mut sealed = Vec::new();
+            while let Some(message) = stream.next().await {
+                let data = message?.data;
+                if sealed.len() + data.len() > max_len {
+                    // An answer, not a failure: never retried.
+                    return Ok(Err(GatewayError::Oversized { limit: max_len }));
+                }
+                sealed.extend_from_slice(&data);
             }
-            sealed.extend_from_slice(&data);
-        }
-        Ok(sealed)
+            Ok(Ok(sealed))
+        })
+        .await?
     }
 
     /// Commits generation `expected + 1`, conditional on `expected` being
-    /// the committed one (0: none).
+    /// the committed one (0: none). Repeating it is safe: the condition
+    /// stops a second commit. When an attempt's answer was lost and a
+    /// repeat then finds generation `expected + 1` committed, the commit is
+    /// ours if that generation's manifest is byte for byte this one (a
+    /// sealed manifest holds a fresh nonce, so no other device's can match).
     pub async fn commit(
         &self,
         expected: u64,
         manifest: Vec<u8>,
         chunk_ids: Vec<String>,
     ) -> Result<CommitResponse, GatewayError> {
-        let response = self
-            .inner
-            .clone()
-            .commit(CommitRequest {
-                expected_generation: expected,
-                manifest,
-                chunk_ids,
+        let (manifest_ref, chunk_ids) = (&manifest, &chunk_ids);
+        let outcome = self
+            .endpoints
+            .call("Commit", Idempotency::Idempotent, |mut inner| async move {
+                let request = CommitRequest {
+                    expected_generation: expected,
+                    manifest: manifest_ref.clone(),
+                    chunk_ids: chunk_ids.clone(),
+                };
+                Ok::<_, Status>(inner.commit(request).await?.into_inner())
             })
-            .await?;
-        Ok(response.into_inner())
+            .await;
+        let failed = match outcome {
+            Ok(response) => return Ok(response),
+            Err(failed) => failed,
+        };
+        let error = GatewayError::from(failed.error);
+        if !(failed.maybe_delivered && matches!(error, GatewayError::Conflict(_))) {
+            return Err(error);
+        }
+        let generation = expected + 1;
+        match self.get_backup().await? {
+            Some(committed)
+                if committed.generation == generation
+                    && self.get_manifest(generation).await? == manifest =>
+            {
+                tracing::info!(
+                    generation,
+                    "a commit whose answer was lost had taken effect"
+                );
+                Ok(CommitResponse {
+                    generation,
+                    deleted_chunks: 0,
+                    stored_bytes: committed.stored_bytes,
+                })
+            }
+            _ => Err(error),
+        }
     }
 
     /// Deletes everything of the account; returns how many objects went.
     pub async fn delete_backup(&self) -> Result<u64, GatewayError> {
-        let response = self
-            .inner
-            .clone()
-            .delete_backup(DeleteBackupRequest {})
-            .await?;
-        Ok(response.into_inner().deleted_objects)
+        self.call("DeleteBackup", |mut inner| async move {
+            let response = inner.delete_backup(DeleteBackupRequest {}).await?;
+            Ok(response.into_inner().deleted_objects)
+        })
+        .await
     }
 }

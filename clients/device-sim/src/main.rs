@@ -25,6 +25,7 @@ use telemetry::LogArgs;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Blob gateway URL(s), comma-separated: calls fail over between them.
     #[arg(
         long,
         env = "BLOB_GATEWAY_ENDPOINT",
@@ -32,6 +33,7 @@ struct Cli {
         global = true
     )]
     gateway: String,
+    /// Key vault replica URL(s), comma-separated: calls fail over between them.
     #[arg(
         long,
         env = "KEY_VAULT_ENDPOINT",
@@ -56,6 +58,9 @@ struct Cli {
     authority: AuthorityArgs,
     #[command(flatten)]
     tls: rpc::ClientTls,
+    /// Deadlines and retries of every call.
+    #[command(flatten)]
+    retry: rpc::retry::RetryPolicy,
     /// Where the simulated phones live.
     #[arg(
         long,
@@ -212,6 +217,7 @@ fn services(cli: &Cli) -> anyhow::Result<Services> {
         vault_endpoint: cli.vault.clone(),
         trust: cli.tls.load()?,
         authority: Arc::new(cli.authority.load_or_create()?),
+        retry: rpc::retry::Retry::new(cli.retry),
     })
 }
 

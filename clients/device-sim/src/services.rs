@@ -2,6 +2,8 @@
 //! trusts, and the account authority. The simulator plays the authority
 //! (the chat server in WhatsApp's design): each phone gets tokens for its
 //! own account, one source per audience, minted fresh before they expire.
+//! Every call of every phone goes through one retry policy, whose counters
+//! the fleet report shows.
 
 use std::sync::Arc;
 
@@ -12,10 +14,15 @@ use backup_client::{GatewayClient, GatewayError};
 /// Where the services are and how to authenticate to them.
 #[derive(Clone)]
 pub struct Services {
+    /// One gateway URL or several, comma-separated.
     pub gateway_endpoint: String,
+    /// One vault URL or several (replicas), comma-separated.
     pub vault_endpoint: String,
     pub trust: rpc::Trust,
     pub authority: Arc<Authority>,
+    /// The retry policy every phone's calls go through, and the counters
+    /// the fleet report shows.
+    pub retry: rpc::retry::Retry,
 }
 
 impl Services {
@@ -31,6 +38,7 @@ impl Services {
             &self.trust,
             self.tokens(account, Audience::BlobGateway),
         )
+        .map(|client| client.with_retry(self.retry.clone()))
     }
 
     /// The key vault, acting for `account`, pinned to `fingerprint`.
@@ -48,5 +56,6 @@ impl Services {
             fingerprint,
             ksf,
         )
+        .map(|client| client.with_retry(self.retry.clone()))
     }
 }

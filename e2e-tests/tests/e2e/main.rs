@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod fleet;
 mod key_backup;
+mod resilience;
 mod rotation;
 mod trust_storage;
 mod trust_tokens;

@@ -2,10 +2,13 @@
 //! sets up its own: the server setup ([`server`]: TLS, health, reflection,
 //! the account-token authenticator, TCP_NODELAY, graceful shutdown), the
 //! client channel setup ([`client`]: trusted CA, plaintext only when asked,
-//! timeouts, keep-alive), and development certificates ([`dev_certs`]).
+//! timeouts, keep-alive), the one retry policy every client call goes
+//! through ([`retry`]: several endpoints, deadlines, backoff with jitter),
+//! and development certificates ([`dev_certs`]).
 
 pub mod client;
 pub mod dev_certs;
+pub mod retry;
 pub mod server;
 
 pub use client::{ChannelOptions, ClientSetupError, ClientTls, Trust, endpoint};

@@ -5,21 +5,18 @@ use e2eb_proto::vault::v2::DeleteRecordRequest;
 use tracing::{debug, warn};
 use vault_suite::proof::ProofOperation;
 
+use rpc::retry::Idempotency;
+
 use super::{Proof, VaultClient, VaultError};
 
 impl VaultClient {
-    /// Erases the record after proof of the password or the key.
+    /// Erases the record after proof of the password or the key. Safe to
+    /// repeat: a repeat that finds no record after a lost answer is done.
     pub async fn delete(&self, proof: Proof<'_>) -> Result<(), VaultError> {
-        let authorization = self
-            .authorization(Some(proof), ProofOperation::Delete)
-            .await?;
-        self.inner
-            .clone()
-            .delete_record(DeleteRecordRequest {
-                authorization,
-                start_over: false,
-            })
-            .await?;
+        if matches!(proof, Proof::BackupKey(_)) {
+            self.verify_vault().await?;
+        }
+        self.erase("DeleteRecord", Some(proof), false).await?;
         debug!(account = self.account, "vault record deleted");
         Ok(())
     }
@@ -27,17 +24,47 @@ impl VaultClient {
     /// Erases the record without proof, so backups can be enabled anew.
     /// Whatever the old record protected can never be recovered.
     pub async fn start_over(&self) -> Result<(), VaultError> {
-        self.inner
-            .clone()
-            .delete_record(DeleteRecordRequest {
-                authorization: None,
-                start_over: true,
-            })
-            .await?;
+        self.erase("DeleteRecord(start over)", None, true).await?;
         warn!(
             account = self.account,
             "vault record erased to start over; the old backup is gone for good"
         );
         Ok(())
+    }
+
+    async fn erase(
+        &self,
+        what: &'static str,
+        proof: Option<Proof<'_>>,
+        start_over: bool,
+    ) -> Result<(), VaultError> {
+        let outcome = self
+            .call_as(what, Idempotency::Idempotent, |mut inner| async move {
+                let authorization = match self
+                    .authorization_on(&mut inner, proof, ProofOperation::Delete)
+                    .await?
+                {
+                    Ok(authorization) => authorization,
+                    Err(error) => return Ok(Err(error)),
+                };
+                inner
+                    .delete_record(DeleteRecordRequest {
+                        authorization,
+                        start_over,
+                    })
+                    .await?;
+                Ok(Ok(()))
+            })
+            .await;
+        match outcome {
+            Ok(()) => Ok(()),
+            // The lost attempt erased it.
+            Err(failed)
+                if failed.maybe_delivered && matches!(failed.error, VaultError::NotRegistered) =>
+            {
+                Ok(())
+            }
+            Err(failed) => Err(failed.error),
+        }
     }
 }

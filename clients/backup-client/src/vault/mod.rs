@@ -16,12 +16,14 @@ mod register;
 mod secrets;
 
 use std::fmt;
+use std::future::Future;
 
 use e2eb_proto::vault::v2::key_vault_client::KeyVaultClient;
 use e2eb_proto::vault::v2::{
     Authorization, GetChallengeRequest, GetVaultInfoRequest, KeySignature, authorization,
 };
 use ed25519_dalek::Signer;
+use rpc::retry::{Endpoints, Idempotency};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -88,6 +90,11 @@ pub enum VaultError {
     VaultKeyMismatch { pinned: String, presented: String },
     #[error("the login took too long or was interrupted; try again")]
     SessionLost,
+    #[error(
+        "the login was interrupted after it reached the key vault ({0}): it may have cost one of \
+         the account's limited password guesses. Try again only with a password you are sure of"
+    )]
+    GuessMayBeSpent(String),
     #[error("the key vault is unreachable ({0}); retry later")]
     Unavailable(String),
     #[error("the key vault refused the account token ({0}); get a new token")]
@@ -158,6 +165,7 @@ impl From<tonic::transport::Error> for VaultError {
 }
 
 /// How the device proves it may change or delete an existing record.
+#[derive(Clone, Copy)]
 pub enum Proof<'a> {
     /// A ticket from a login that just succeeded (proof of the password).
     LoginTicket(&'a LoginTicket),
@@ -176,36 +184,142 @@ impl fmt::Debug for LoginTicket {
 
 type Inner = KeyVaultClient<InterceptedService<Channel, BearerToken>>;
 
+/// One attempt's outcome: a `Status` the retry loop judges (retry or give
+/// up), or an answer that ends the call either way.
+type Attempt<T> = Result<Result<T, VaultError>, Status>;
+
 /// A connection to the key vault on behalf of one account, pinned to one
-/// vault public key.
+/// vault public key: one or more vault replicas, every call through the
+/// shared retry policy ([`rpc::retry`]).
+///
+/// Which calls are repeated: reads, challenges and RegisterStart (the vault
+/// keeps nothing) always; signed calls with a fresh challenge each attempt
+/// (the pointer's updates are idempotent); record writes and deletes, with
+/// a repeat whose proof the lost first attempt used up settled by proof of
+/// the key. LoginStart spends a guess, so it is sent again only when it
+/// never reached a vault; otherwise the user gets
+/// [`VaultError::GuessMayBeSpent`] and decides.
 #[derive(Clone)]
 pub struct VaultClient {
-    inner: Inner,
+    endpoints: Endpoints<Inner>,
     account: String,
     pinned: String,
     ksf: KsfStrength,
+    login_observer: Option<LoginObserver>,
 }
+
+/// The steps of a login, as an observer sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginStep {
+    /// LoginStart is about to be sent: the vault counts the guess when it
+    /// arrives.
+    Starting,
+    /// LoginStart was answered; LoginFinish (to any replica) comes next.
+    Started,
+}
+
+type LoginObserver = std::sync::Arc<dyn Fn(LoginStep) + Send + Sync>;
 
 impl VaultClient {
     /// Connects lazily over TLS to a server whose certificate `trust`
     /// accepts. `pinned_fingerprint` is the lowercase hex SHA-256 of the
-    /// vault's OPAQUE public key that this device trusts.
+    /// vault's OPAQUE public key that this device trusts. `endpoints` is
+    /// one URL or several (replicas of one vault fleet), comma-separated.
     pub fn connect(
-        endpoint: &str,
+        endpoints: &str,
         trust: &rpc::Trust,
         token: BearerToken,
         account: &str,
         pinned_fingerprint: &str,
         ksf: KsfStrength,
     ) -> Result<Self, VaultError> {
-        let channel =
-            rpc::endpoint(endpoint, trust, &rpc::ChannelOptions::default())?.connect_lazy();
+        let urls = rpc::retry::split_urls(endpoints);
+        if urls.is_empty() {
+            return Err(VaultError::Connect(rpc::ClientSetupError::InvalidUrl {
+                url: endpoints.to_string(),
+                reason: "no URL in the list".into(),
+            }));
+        }
+        let mut clients = Vec::with_capacity(urls.len());
+        for url in urls {
+            let channel =
+                rpc::endpoint(&url, trust, &rpc::ChannelOptions::default())?.connect_lazy();
+            clients.push((
+                url,
+                KeyVaultClient::with_interceptor(channel, token.clone()),
+            ));
+        }
         Ok(Self {
-            inner: KeyVaultClient::with_interceptor(channel, token),
+            endpoints: Endpoints::new(clients, rpc::retry::Retry::default()),
             account: account.to_string(),
             pinned: pinned_fingerprint.trim().to_ascii_lowercase(),
             ksf,
+            login_observer: None,
         })
+    }
+
+    /// Calls `observer` at each [`LoginStep`] of [`VaultClient::recover`]
+    /// (progress display; fault tests stop a replica between the steps).
+    pub fn on_login_step(self, observer: impl Fn(LoginStep) + Send + Sync + 'static) -> Self {
+        Self {
+            login_observer: Some(std::sync::Arc::new(observer)),
+            ..self
+        }
+    }
+
+    fn observe(&self, step: LoginStep) {
+        if let Some(observer) = &self.login_observer {
+            observer(step);
+        }
+    }
+
+    /// This client with another retry policy and counters.
+    pub fn with_retry(self, retry: rpc::retry::Retry) -> Self {
+        Self {
+            endpoints: self.endpoints.with_retry(retry),
+            ..self
+        }
+    }
+
+    /// The retry policy and counters this client uses.
+    pub fn retry(&self) -> &rpc::retry::Retry {
+        self.endpoints.retry()
+    }
+
+    /// A call safe to repeat, retried per the policy.
+    async fn call<T, F, Fut>(&self, what: &'static str, attempt: F) -> Result<T, VaultError>
+    where
+        F: FnMut(Inner) -> Fut,
+        Fut: Future<Output = Attempt<T>>,
+    {
+        self.call_as(what, Idempotency::Idempotent, attempt)
+            .await
+            .map_err(|failed| failed.error)
+    }
+
+    /// A call per the policy; a failure says whether some attempt may have
+    /// reached a vault (its answer lost).
+    async fn call_as<T, F, Fut>(
+        &self,
+        what: &'static str,
+        idempotency: Idempotency,
+        attempt: F,
+    ) -> Result<T, Failed>
+    where
+        F: FnMut(Inner) -> Fut,
+        Fut: Future<Output = Attempt<T>>,
+    {
+        match self.endpoints.call(what, idempotency, attempt).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) => Err(Failed {
+                error,
+                maybe_delivered: false,
+            }),
+            Err(failed) => Err(Failed {
+                error: failed.error.into(),
+                maybe_delivered: failed.maybe_delivered,
+            }),
+        }
     }
 
     /// Checks a public key the vault presented inside OPAQUE against the pin.
@@ -223,59 +337,62 @@ impl VaultClient {
 
     /// The vault's advertised fingerprint and guess limit.
     pub async fn info(&self) -> Result<(String, u32), VaultError> {
-        let info = self
-            .inner
-            .clone()
-            .get_vault_info(GetVaultInfoRequest {})
-            .await?
-            .into_inner();
-        Ok((info.fingerprint, info.max_guesses))
+        self.call("GetVaultInfo", |mut inner| async move {
+            let info = inner
+                .get_vault_info(GetVaultInfoRequest {})
+                .await?
+                .into_inner();
+            Ok(Ok((info.fingerprint, info.max_guesses)))
+        })
+        .await
     }
 
     /// A signature with `key`'s backup auth key for `operation`, over a
-    /// challenge fetched for it, after checking the vault against the pin
-    /// (a signature is bound to one challenge of one vault, but nothing of
-    /// the key's goes to a vault the device does not trust).
-    async fn sign(
+    /// challenge fetched from `inner` (the endpoint of this attempt). The
+    /// caller has checked the vault against the pin first (a signature is
+    /// bound to one challenge of one vault, but nothing of the key's goes
+    /// to a vault the device does not trust).
+    async fn sign_on(
         &self,
+        inner: &mut Inner,
         key: &RootKey,
         operation: ProofOperation<'_>,
-    ) -> Result<KeySignature, VaultError> {
-        self.verify_vault().await?;
-        let challenge = self
-            .inner
-            .clone()
+    ) -> Attempt<KeySignature> {
+        let challenge = inner
             .get_challenge(GetChallengeRequest {})
             .await?
             .into_inner()
             .challenge;
-        let challenge: [u8; CHALLENGE_LEN] = challenge
-            .as_slice()
-            .try_into()
-            .map_err(|_| VaultError::Protocol("the vault's challenge has the wrong size".into()))?;
+        let Ok(challenge) = <[u8; CHALLENGE_LEN]>::try_from(challenge.as_slice()) else {
+            return Ok(Err(VaultError::Protocol(
+                "the vault's challenge has the wrong size".into(),
+            )));
+        };
         let message = proof_message(&self.account, &challenge, &operation);
-        Ok(KeySignature {
+        Ok(Ok(KeySignature {
             challenge: challenge.to_vec(),
             signature: key.auth_key().sign(&message).to_bytes().to_vec(),
-        })
+        }))
     }
 
-    /// `proof` on the wire, for `operation`.
-    async fn authorization(
+    /// `proof` on the wire for `operation`, made on `inner`.
+    async fn authorization_on(
         &self,
+        inner: &mut Inner,
         proof: Option<Proof<'_>>,
         operation: ProofOperation<'_>,
-    ) -> Result<Option<Authorization>, VaultError> {
+    ) -> Attempt<Option<Authorization>> {
         let proof = match proof {
-            None => return Ok(None),
+            None => return Ok(Ok(None)),
             Some(Proof::LoginTicket(ticket)) => {
                 authorization::Proof::LoginTicket(ticket.0.to_vec())
             }
-            Some(Proof::BackupKey(key)) => {
-                authorization::Proof::KeySignature(self.sign(key, operation).await?)
-            }
+            Some(Proof::BackupKey(key)) => match self.sign_on(inner, key, operation).await? {
+                Ok(signature) => authorization::Proof::KeySignature(signature),
+                Err(error) => return Ok(Err(error)),
+            },
         };
-        Ok(Some(Authorization { proof: Some(proof) }))
+        Ok(Ok(Some(Authorization { proof: Some(proof) })))
     }
 
     /// Checks the key the vault advertises against the pin before any
@@ -283,12 +400,28 @@ impl VaultClient {
     /// here; the authoritative check is on the key inside the OPAQUE
     /// messages (registration response, login envelope).
     async fn verify_vault(&self) -> Result<(), VaultError> {
-        let info = self
-            .inner
-            .clone()
-            .get_vault_info(GetVaultInfoRequest {})
-            .await?
-            .into_inner();
-        self.check_pin(&info.server_public_key)
+        let public_key = self
+            .call("GetVaultInfo", |mut inner| async move {
+                let info = inner
+                    .get_vault_info(GetVaultInfoRequest {})
+                    .await?
+                    .into_inner();
+                Ok(Ok(info.server_public_key))
+            })
+            .await?;
+        self.check_pin(&public_key)
     }
+}
+
+/// A call that failed for good.
+struct Failed {
+    error: VaultError,
+    /// Some attempt may have reached a vault and taken effect.
+    maybe_delivered: bool,
+}
+
+/// Whether `error` is the refusal a repeated write gets when its lost
+/// first attempt used up the proof or created the record.
+fn proof_used_up(error: &VaultError) -> bool {
+    matches!(error, VaultError::ProofRequired | VaultError::ProofRejected)
 }

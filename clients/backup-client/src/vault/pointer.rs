@@ -54,11 +54,13 @@ impl VaultClient {
     /// The account's backup pointer.
     pub async fn pointer(&self) -> Result<Pointer, VaultError> {
         let response = self
-            .inner
-            .clone()
-            .get_pointer(pb::GetPointerRequest {})
-            .await?
-            .into_inner();
+            .call("GetPointer", |mut inner| async move {
+                Ok(Ok(inner
+                    .get_pointer(pb::GetPointerRequest {})
+                    .await?
+                    .into_inner()))
+            })
+            .await?;
         let pending = response
             .pending
             .map(|p| {
@@ -81,50 +83,66 @@ impl VaultClient {
 
     /// Announces `backup`, sealed under `sealed_under`, before its commit;
     /// signed with `signer` (the registered key, or the pending entry's).
+    /// Safe to repeat: each attempt signs a fresh challenge, and setting
+    /// the same pending entry again changes nothing.
     pub async fn set_pending(
         &self,
         signer: &RootKey,
         backup: BackupRef,
         sealed_under: &RootKey,
     ) -> Result<(), VaultError> {
+        self.verify_vault().await?;
         let auth_public_key = sealed_under.auth_public_key();
         let operation = ProofOperation::SetPending {
             generation: backup.generation,
             digest: &backup.manifest_digest,
             auth_public_key: &auth_public_key,
         };
-        let signature = self.sign(signer, operation).await?;
-        self.inner
-            .clone()
-            .set_pending(pb::SetPendingRequest {
-                pending: Some(pb::PendingBackup {
-                    generation: backup.generation,
-                    manifest_digest: backup.manifest_digest.to_vec(),
-                    auth_public_key: auth_public_key.to_vec(),
-                }),
-                signature: Some(signature),
-            })
-            .await?;
-        Ok(())
+        self.call("SetPending", |mut inner| async move {
+            let signature = match self.sign_on(&mut inner, signer, operation).await? {
+                Ok(signature) => signature,
+                Err(error) => return Ok(Err(error)),
+            };
+            inner
+                .set_pending(pb::SetPendingRequest {
+                    pending: Some(pb::PendingBackup {
+                        generation: backup.generation,
+                        manifest_digest: backup.manifest_digest.to_vec(),
+                        auth_public_key: auth_public_key.to_vec(),
+                    }),
+                    signature: Some(signature),
+                })
+                .await?;
+            Ok(Ok(()))
+        })
+        .await
     }
 
-    /// Confirms the pending `backup` as committed.
+    /// Confirms the pending `backup` as committed. Safe to repeat: the
+    /// vault answers a confirmation of the committed generation with
+    /// success.
     pub async fn confirm(&self, signer: &RootKey, backup: BackupRef) -> Result<(), VaultError> {
+        self.verify_vault().await?;
         let operation = ProofOperation::Confirm {
             generation: backup.generation,
             digest: &backup.manifest_digest,
         };
-        let signature = self.sign(signer, operation).await?;
-        self.inner
-            .clone()
-            .confirm_pending(pb::ConfirmPendingRequest {
-                backup: Some(pb::BackupRef {
-                    generation: backup.generation,
-                    manifest_digest: backup.manifest_digest.to_vec(),
-                }),
-                signature: Some(signature),
-            })
-            .await?;
-        Ok(())
+        self.call("ConfirmPending", |mut inner| async move {
+            let signature = match self.sign_on(&mut inner, signer, operation).await? {
+                Ok(signature) => signature,
+                Err(error) => return Ok(Err(error)),
+            };
+            inner
+                .confirm_pending(pb::ConfirmPendingRequest {
+                    backup: Some(pb::BackupRef {
+                        generation: backup.generation,
+                        manifest_digest: backup.manifest_digest.to_vec(),
+                    }),
+                    signature: Some(signature),
+                })
+                .await?;
+            Ok(Ok(()))
+        })
+        .await
     }
 }

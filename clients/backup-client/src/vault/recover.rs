@@ -12,7 +12,9 @@ use vault_suite::opaque_ke::{
 use zeroize::Zeroizing;
 
 use super::secrets::{Password, unseal_root_keys};
-use super::{LoginTicket, VaultClient, VaultError};
+use rpc::retry::Idempotency;
+
+use super::{Failed, LoginStep, LoginTicket, VaultClient, VaultError};
 use crate::key::RootKey;
 
 /// What a successful login gives the device.
@@ -36,14 +38,23 @@ impl VaultClient {
         self.verify_vault().await?;
         let start =
             ClientLogin::<Suite>::start(&mut OsRng, password.expose_secret()).map_err(protocol)?;
+        // LoginStart spends a guess: sent again only if it never reached
+        // a vault.
+        let credential_request = start.message.serialize().to_vec();
+        self.observe(LoginStep::Starting);
         let response = self
-            .inner
-            .clone()
-            .login_start(LoginStartRequest {
-                credential_request: start.message.serialize().to_vec(),
+            .call_as("LoginStart", Idempotency::AtMostOnce, |mut inner| {
+                let credential_request = credential_request.clone();
+                async move {
+                    let response = inner
+                        .login_start(LoginStartRequest { credential_request })
+                        .await?;
+                    Ok(Ok(response.into_inner()))
+                }
             })
-            .await?
-            .into_inner();
+            .await
+            .map_err(guess_may_be_spent)?;
+        self.observe(LoginStep::Started);
         let credential_response =
             CredentialResponse::<Suite>::deserialize(&response.credential_response)
                 .map_err(protocol)?;
@@ -66,15 +77,8 @@ impl VaultClient {
         self.check_pin(&finish.server_s_pk.serialize())?;
 
         let outcome = self
-            .inner
-            .clone()
-            .login_finish(LoginFinishRequest {
-                session_id: response.session_id,
-                credential_finalization: finish.message.serialize().to_vec(),
-            })
-            .await?
-            .into_inner()
-            .outcome;
+            .finish_login(response.session_id, finish.message.serialize().to_vec())
+            .await?;
         let success = match outcome {
             Some(login_finish_response::Outcome::Success(success)) => success,
             Some(login_finish_response::Outcome::WrongPassword(wrong)) => {
@@ -109,17 +113,7 @@ impl VaultClient {
     }
 
     async fn report_wrong_password(&self, session_id: Vec<u8>) -> Result<Recovered, VaultError> {
-        let outcome = self
-            .inner
-            .clone()
-            .login_finish(LoginFinishRequest {
-                session_id,
-                credential_finalization: Vec::new(),
-            })
-            .await?
-            .into_inner()
-            .outcome;
-        match outcome {
+        match self.finish_login(session_id, Vec::new()).await? {
             Some(login_finish_response::Outcome::WrongPassword(wrong)) => {
                 Err(wrong_password(wrong.guesses_remaining, wrong.key_erased))
             }
@@ -127,6 +121,50 @@ impl VaultClient {
                 "the vault accepted a login the device could not complete".into(),
             )),
         }
+    }
+
+    /// LoginFinish, repeated freely: the session is single-use, so a
+    /// repeat after a lost answer is refused as an unknown session. Then,
+    /// or when no vault answers, the guess LoginStart counted may stand.
+    async fn finish_login(
+        &self,
+        session_id: Vec<u8>,
+        credential_finalization: Vec<u8>,
+    ) -> Result<Option<login_finish_response::Outcome>, VaultError> {
+        let (session_id, credential_finalization) = (&session_id, &credential_finalization);
+        self.call_as(
+            "LoginFinish",
+            Idempotency::Idempotent,
+            |mut inner| async move {
+                let response = inner
+                    .login_finish(LoginFinishRequest {
+                        session_id: session_id.clone(),
+                        credential_finalization: credential_finalization.clone(),
+                    })
+                    .await?;
+                Ok(Ok(response.into_inner().outcome))
+            },
+        )
+        .await
+        .map_err(|failed| match failed.error {
+            // LoginStart counted the guess; no LoginFinish reset it.
+            VaultError::Unavailable(reason) => VaultError::GuessMayBeSpent(reason),
+            _ => guess_may_be_spent(failed),
+        })
+    }
+}
+
+/// A login step that failed after it may have reached a vault: the guess
+/// LoginStart counts may be spent. Failures before that are as they were.
+fn guess_may_be_spent(failed: Failed) -> VaultError {
+    match failed.error {
+        VaultError::Unavailable(reason) if failed.maybe_delivered => {
+            VaultError::GuessMayBeSpent(reason)
+        }
+        VaultError::SessionLost if failed.maybe_delivered => VaultError::GuessMayBeSpent(
+            "an attempt whose answer was lost had already finished the login session".into(),
+        ),
+        error => error,
     }
 }
 

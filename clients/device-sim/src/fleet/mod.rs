@@ -153,6 +153,8 @@ mod tests {
             max_guesses,
             skipped_events: 0,
             day_starts_secs: vec![0.0, 1.0, 2.0, 3.0],
+            retries: 3,
+            calls_given_up: 0,
         };
         (spec, outcome)
     }
@@ -170,6 +172,10 @@ mod tests {
         let table = report_table::render(&report);
         assert!(table.contains("backup_incremental"), "{table}");
         assert!(table.contains("every operation matches the schedule"));
+        assert!(
+            table.contains("retries: 3 call attempts repeated"),
+            "{table}"
+        );
 
         let html = report_html::render(&report);
         assert!(html.starts_with("<!DOCTYPE html>"));

@@ -122,6 +122,15 @@ fn cards(report: &FleetReport) -> String {
             report.failures.to_string(),
             "failures",
         ),
+        (
+            if report.calls_given_up > 0 {
+                "bad"
+            } else {
+                "good"
+            },
+            report.retries.to_string(),
+            "retries",
+        ),
     ];
     let mut out = String::from("<div class=\"cards\">\n");
     for (class, value, label) in items {

@@ -116,6 +116,11 @@ pub fn render(report: &FleetReport) -> String {
         "restores: {} of {} verified byte for byte, {} mismatched",
         report.restores.verified, report.restores.count, report.restores.mismatched
     );
+    let _ = writeln!(
+        out,
+        "retries: {} call attempts repeated, {} calls given up",
+        report.retries, report.calls_given_up
+    );
     if report.failures > 0 || report.skipped_events > 0 {
         let _ = writeln!(
             out,

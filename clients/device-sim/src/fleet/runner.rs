@@ -43,6 +43,10 @@ pub struct FleetOutcome {
     pub skipped_events: u64,
     /// Seconds from the start at which each simulated day began.
     pub day_starts_secs: Vec<f64>,
+    /// Call attempts repeated after a failed one (outages ridden out).
+    pub retries: u64,
+    /// Calls that gave up after transient failures.
+    pub calls_given_up: u64,
 }
 
 impl FleetRun {
@@ -61,6 +65,7 @@ impl FleetRun {
         } else {
             0
         };
+        let retry_stats = self.services.retry.stats.clone();
         let shared = Arc::new(Shared {
             services: self.services,
             vault_fingerprint: self.vault_fingerprint,
@@ -125,6 +130,8 @@ impl FleetRun {
             max_guesses,
             skipped_events,
             day_starts_secs,
+            retries: retry_stats.retries(),
+            calls_given_up: retry_stats.gave_up(),
         })
     }
 

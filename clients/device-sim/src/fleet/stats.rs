@@ -45,6 +45,14 @@ pub struct FleetReport {
     pub failures: u64,
     /// Events not run because their phone had stopped on an error.
     pub skipped_events: u64,
+    /// Call attempts repeated after a failed one: faults the phones rode
+    /// out (reported, not hidden).
+    #[serde(default)]
+    pub retries: u64,
+    /// Calls that gave up after transient failures (each also shows up as
+    /// a failure, unless the flow expected the refusal).
+    #[serde(default)]
+    pub calls_given_up: u64,
     pub errors: Vec<ErrorLine>,
     /// What the schedule says must happen.
     pub expected: Expected,
@@ -191,6 +199,8 @@ pub fn summarize(spec: &FleetSpec, concurrency: usize, outcome: &FleetOutcome) -
         restores,
         failures,
         skipped_events: outcome.skipped_events,
+        retries: outcome.retries,
+        calls_given_up: outcome.calls_given_up,
         errors: samples
             .iter()
             .filter_map(|s| {
