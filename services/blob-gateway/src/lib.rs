@@ -169,12 +169,11 @@ async fn background(
     info!(%endpoint, "object storage ready");
     let _ = ready.send(());
     v2::gc::sweep(&store, &locks).await;
-    tokio::spawn(sweeps(
-        core,
-        config.fleet.sweep_interval,
-        config.fleet.sweep_grace,
-    ));
-    watch_health(&store, &health, config.fleet.health_interval).await;
+    // Both run until the gateway stops (which aborts this task).
+    tokio::join!(
+        sweeps(core, config.fleet.sweep_interval, config.fleet.sweep_grace),
+        watch_health(&store, &health, config.fleet.health_interval),
+    );
 }
 
 /// The v3 orphan sweep, now and every `interval`.
