@@ -12,7 +12,9 @@ pub mod retry;
 pub mod server;
 
 pub use client::{ChannelOptions, ClientSetupError, ClientTls, Trust, endpoint};
-pub use server::{HealthHandle, RpcServer, ServerOptions, ServerSetupError, ServerTls, ServerTransport};
+pub use server::{
+    HealthHandle, RpcServer, ServerOptions, ServerSetupError, ServerTls, ServerTransport,
+};
 
 /// An error and its sources on one line: tonic's transport errors keep the
 /// useful part (which certificate, which file) in their sources.

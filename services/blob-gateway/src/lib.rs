@@ -101,7 +101,14 @@ pub async fn serve(
     let health = server.health();
 
     let (ready, is_ready) = tokio::sync::oneshot::channel::<()>();
-    let background = tokio::spawn(background(config.clone(), store, locks, core, health, ready));
+    let background = tokio::spawn(background(
+        config.clone(),
+        store,
+        locks,
+        core,
+        health,
+        ready,
+    ));
     // Health says NOT_SERVING until the object storage answers.
     let ready = async {
         let _ = is_ready.await;
@@ -162,8 +169,11 @@ async fn background(
     info!(%endpoint, "object storage ready");
     let _ = ready.send(());
     v2::gc::sweep(&store, &locks).await;
-    tokio::spawn(sweeps(core, config.fleet.sweep_interval, config.fleet.sweep_grace));
-    watch_health(&store, &health, config.fleet.health_interval).await;
+    // Both run until the gateway stops (which aborts this task).
+    tokio::join!(
+        sweeps(core, config.fleet.sweep_interval, config.fleet.sweep_grace),
+        watch_health(&store, &health, config.fleet.health_interval),
+    );
 }
 
 /// The v3 orphan sweep, now and every `interval`.

@@ -11,13 +11,13 @@ use std::time::Duration;
 use account_token::BearerToken;
 use e2eb_proto::storage::v3::blob_gateway_client::BlobGatewayClient;
 use e2eb_proto::storage::v3::{
-    CommitRequest, GetBackupRequest, GetManifestRequest, GetPackRequest, PackInfo,
-    PutPackRequest, put_pack_request,
+    CommitRequest, GetBackupRequest, GetManifestRequest, GetPackRequest, PackInfo, PutPackRequest,
+    put_pack_request,
 };
 use futures::StreamExt;
+use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::Status;
 
 use harness::Harness;
 
@@ -55,7 +55,11 @@ async fn put(client: &V3, n: u8) -> Result<(), Status> {
             part: Some(put_pack_request::Part::Data(bytes)),
         },
     ];
-    client.clone().put_pack(futures::stream::iter(messages)).await.map(|_| ())
+    client
+        .clone()
+        .put_pack(futures::stream::iter(messages))
+        .await
+        .map(|_| ())
 }
 
 async fn commit(client: &V3, expected: u64, packs: &[u8], abandoned: &[u8]) -> Result<u64, Status> {
@@ -65,16 +69,28 @@ async fn commit(client: &V3, expected: u64, packs: &[u8], abandoned: &[u8]) -> R
         packs: packs.iter().map(|n| name(*n)).collect(),
         abandoned: abandoned.iter().map(|n| name(*n)).collect(),
     };
-    Ok(client.clone().commit(request).await?.into_inner().generation)
+    Ok(client
+        .clone()
+        .commit(request)
+        .await?
+        .into_inner()
+        .generation)
 }
 
 /// The committed generation, read and checked whole: its manifest and
 /// every pack byte for byte.
 async fn restorable(client: &V3) -> (u64, Vec<String>) {
-    let backup = client.clone().get_backup(GetBackupRequest {}).await.unwrap().into_inner();
+    let backup = client
+        .clone()
+        .get_backup(GetBackupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let mut stream = client
         .clone()
-        .get_manifest(GetManifestRequest { generation: backup.generation })
+        .get_manifest(GetManifestRequest {
+            generation: backup.generation,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -87,7 +103,11 @@ async fn restorable(client: &V3) -> (u64, Vec<String>) {
     for info in backup.packs {
         let mut stream = client
             .clone()
-            .get_pack(GetPackRequest { name: info.name.clone(), offset: 0, length: 0 })
+            .get_pack(GetPackRequest {
+                name: info.name.clone(),
+                offset: 0,
+                length: 0,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -104,7 +124,11 @@ async fn restorable(client: &V3) -> (u64, Vec<String>) {
 
 /// The gateway binary, armed with `failpoint`, serving on a port of its own.
 async fn armed_gateway(harness: &Harness, failpoint: &str) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let args = harness.gateway_args();
     let child = Command::new(env!("CARGO_BIN_EXE_blob-gateway"))
         .args(&args[1..])
@@ -115,15 +139,25 @@ async fn armed_gateway(harness: &Harness, failpoint: &str) -> (Child, String) {
         .spawn()
         .expect("the gateway binary starts");
     let endpoint = format!("https://127.0.0.1:{port}");
-    health_probe::wait_serving(&endpoint, harness.trust(), blob_gateway::SERVICE_NAME_V3, Duration::from_secs(20))
-        .await
-        .expect("the armed gateway serves");
+    health_probe::wait_serving(
+        &endpoint,
+        harness.trust(),
+        blob_gateway::SERVICE_NAME_V3,
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the armed gateway serves");
     (child, endpoint)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_at_every_step_leaves_one_generation_whole() {
-    for failpoint in ["put-pack:after-store", "commit:after-manifest", "commit:after-record", "commit:mid-gc"] {
+    for failpoint in [
+        "put-pack:after-store",
+        "commit:after-manifest",
+        "commit:after-record",
+        "commit:mid-gc",
+    ] {
         let mut harness = Harness::start(&["--sweep-grace", "0s", "--sweep-interval", "1h"]).await;
         let healthy = client(&harness, harness.endpoint());
         for n in [1, 2, 3] {
@@ -138,13 +172,18 @@ async fn a_crash_at_every_step_leaves_one_generation_whole() {
             "put-pack:after-store" => put(&armed, 5).await.map(|()| 0),
             _ => commit(&armed, 1, &[2, 3], &[4]).await,
         };
-        assert!(result.is_err(), "{failpoint}: the armed gateway aborted mid-call");
+        assert!(
+            result.is_err(),
+            "{failpoint}: the armed gateway aborted mid-call"
+        );
         let status = child.wait().unwrap();
         assert!(!status.success(), "{failpoint}: {status:?}");
 
         let (generation, packs) = restorable(&healthy).await;
         match (failpoint, generation) {
-            ("put-pack:after-store" | "commit:after-manifest", 1) => assert_eq!(packs, [name(1), name(2)]),
+            ("put-pack:after-store" | "commit:after-manifest", 1) => {
+                assert_eq!(packs, [name(1), name(2)])
+            }
             ("commit:after-record" | "commit:mid-gc", 2) => assert_eq!(packs, [name(2), name(3)]),
             other => panic!("{other:?}: the generation a crash at this step leaves is wrong"),
         }
@@ -152,9 +191,14 @@ async fn a_crash_at_every_step_leaves_one_generation_whole() {
         // The next backup commits on top; a restarted gateway's sweep (grace
         // 0 here) removes whatever the crash left behind.
         put(&healthy, 6).await.unwrap();
-        assert_eq!(commit(&healthy, generation, &[6], &[]).await.unwrap(), generation + 1);
+        assert_eq!(
+            commit(&healthy, generation, &[6], &[]).await.unwrap(),
+            generation + 1
+        );
         harness.stop_gateway().await;
-        harness.start_gateway(&["--sweep-grace", "0s", "--sweep-interval", "1h"]).await;
+        harness
+            .start_gateway(&["--sweep-grace", "0s", "--sweep-interval", "1h"])
+            .await;
         let healthy = client(&harness, harness.endpoint());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -163,7 +207,10 @@ async fn a_crash_at_every_step_leaves_one_generation_whole() {
                 assert!(keys.iter().any(|k| k.ends_with(&name(6))), "{keys:?}");
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "{failpoint}: left behind: {keys:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{failpoint}: left behind: {keys:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(restorable(&healthy).await, (generation + 1, vec![name(6)]));

@@ -235,15 +235,23 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            store.put("k", Bytes::from_static(b"2"), Condition::IfNoneMatch).await,
+            store
+                .put("k", Bytes::from_static(b"2"), Condition::IfNoneMatch)
+                .await,
             Err(StoreError::PreconditionFailed)
         ));
         let second = store
-            .put("k", Bytes::from_static(b"3"), Condition::IfMatch(first.clone()))
+            .put(
+                "k",
+                Bytes::from_static(b"3"),
+                Condition::IfMatch(first.clone()),
+            )
             .await
             .unwrap();
         assert!(matches!(
-            store.put("k", Bytes::from_static(b"4"), Condition::IfMatch(first)).await,
+            store
+                .put("k", Bytes::from_static(b"4"), Condition::IfMatch(first))
+                .await,
             Err(StoreError::PreconditionFailed)
         ));
         assert_eq!(store.get("k").await.unwrap().unwrap().etag, second);

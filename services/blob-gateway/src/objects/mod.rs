@@ -47,8 +47,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// condition is [`StoreError::PreconditionFailed`] (or
     /// [`StoreError::NotFound`] for `IfMatch` on a missing object). Returns
     /// the new version's etag.
-    async fn put(&self, key: &str, bytes: Bytes, condition: Condition)
-    -> Result<String, StoreError>;
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        condition: Condition,
+    ) -> Result<String, StoreError>;
 
     /// Streams exactly `size` bytes from `body` to `key` (multipart above
     /// the part size). The object becomes visible whole or not at all: a

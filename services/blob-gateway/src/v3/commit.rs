@@ -27,10 +27,10 @@ use tracing::{info, warn};
 
 use crate::failpoint;
 use crate::objects::{Condition, StoreError};
+use crate::v3::Core;
 use crate::v3::error::V3Error;
 use crate::v3::layout::{self, PackName};
 use crate::v3::record::{self, CommitRecord, Current, PackEntry};
-use crate::v3::Core;
 
 /// How many missing names a refusal shows.
 const MISSING_SAMPLE: usize = 10;
@@ -66,7 +66,10 @@ fn parse_names(names: &[String], what: &str) -> Result<Vec<PackName>, V3Error> {
         .collect()
 }
 
-fn validate(core: &Core, request: &CommitRequest) -> Result<(u64, Vec<PackName>, Vec<PackName>), V3Error> {
+fn validate(
+    core: &Core,
+    request: &CommitRequest,
+) -> Result<(u64, Vec<PackName>, Vec<PackName>), V3Error> {
     let size = request.manifest.len() as u64;
     if size == 0 {
         return Err(V3Error::Malformed("the commit carries no manifest".into()));
@@ -114,7 +117,10 @@ pub async fn commit(
             && current.record.generation == generation
             && current.record.manifest_key == manifest_key
         {
-            info!(generation, "commit retried after a lost answer; already committed");
+            info!(
+                generation,
+                "commit retried after a lost answer; already committed"
+            );
             return Ok(Committed {
                 generation,
                 deleted_packs: 0,
@@ -129,9 +135,9 @@ pub async fn commit(
 
     let entries = sizes(core, account, &packs).await?;
     let manifest_size = request.manifest.len() as u64;
-    let stored_bytes = entries
-        .iter()
-        .fold(manifest_size, |total, entry| total.saturating_add(entry.size));
+    let stored_bytes = entries.iter().fold(manifest_size, |total, entry| {
+        total.saturating_add(entry.size)
+    });
     if stored_bytes > core.limits.quota_bytes {
         return Err(V3Error::QuotaExceeded {
             needed: stored_bytes,
@@ -214,7 +220,10 @@ async fn lost(
     if !matches!(error, StoreError::PreconditionFailed | StoreError::NotFound) {
         return error.into();
     }
-    let winner = record::read(core.store.as_ref(), account).await.ok().flatten();
+    let winner = record::read(core.store.as_ref(), account)
+        .await
+        .ok()
+        .flatten();
     if winner
         .as_ref()
         .is_none_or(|w| w.record.manifest_key != manifest_key)
@@ -222,7 +231,10 @@ async fn lost(
         let _ = core.store.delete_many(vec![manifest_key.to_string()]).await;
     }
     let committed = winner.map_or(0, |w| w.record.generation);
-    info!(expected, committed, "commit lost the conditional write to another gateway");
+    info!(
+        expected,
+        committed, "commit lost the conditional write to another gateway"
+    );
     V3Error::GenerationConflict {
         expected,
         committed,

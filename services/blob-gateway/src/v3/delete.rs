@@ -3,9 +3,9 @@
 
 use account_token::AccountId;
 
+use crate::v3::Core;
 use crate::v3::error::V3Error;
 use crate::v3::layout;
-use crate::v3::Core;
 
 pub async fn delete_backup(core: &Core, account: &AccountId) -> Result<u64, V3Error> {
     let _guard = core.order.lock(account).await;

@@ -18,7 +18,9 @@ pub enum V3Error {
     NotPadded { what: &'static str, size: u64 },
     #[error("upload declared {declared} bytes but sent {received}; nothing was stored")]
     SizeMismatch { declared: u64, received: u64 },
-    #[error("a data message of {size} bytes exceeds the limit of {limit} bytes; send at most 1 MiB per message")]
+    #[error(
+        "a data message of {size} bytes exceeds the limit of {limit} bytes; send at most 1 MiB per message"
+    )]
     MessageTooLarge { size: u64, limit: u64 },
     #[error("pack of {size} bytes exceeds the gateway's limit of {limit} bytes")]
     PackTooLarge { size: u64, limit: u64 },
@@ -48,7 +50,9 @@ pub enum V3Error {
         if *.count > .sample.len() { ", ..." } else { "" }
     )]
     MissingPacks { count: usize, sample: Vec<String> },
-    #[error("pack {0} belongs to the committed generation and cannot be replaced; upload it under a new name")]
+    #[error(
+        "pack {0} belongs to the committed generation and cannot be replaced; upload it under a new name"
+    )]
     PackCommitted(String),
     #[error(transparent)]
     Storage(#[from] StoreError),
@@ -116,26 +120,73 @@ mod tests {
     fn every_error_has_its_status_and_reason() {
         let cases: Vec<(V3Error, Code, Option<&str>)> = vec![
             (V3Error::Malformed("x".into()), Code::InvalidArgument, None),
-            (V3Error::NotPadded { what: "pack", size: 1001 }, Code::InvalidArgument, None),
-            (V3Error::SizeMismatch { declared: 2, received: 1 }, Code::InvalidArgument, None),
-            (V3Error::MessageTooLarge { size: 2, limit: 1 }, Code::ResourceExhausted, None),
-            (V3Error::PackTooLarge { size: 2, limit: 1 }, Code::ResourceExhausted, None),
-            (V3Error::QuotaExceeded { needed: 2, quota: 1 }, Code::ResourceExhausted, None),
+            (
+                V3Error::NotPadded {
+                    what: "pack",
+                    size: 1001,
+                },
+                Code::InvalidArgument,
+                None,
+            ),
+            (
+                V3Error::SizeMismatch {
+                    declared: 2,
+                    received: 1,
+                },
+                Code::InvalidArgument,
+                None,
+            ),
+            (
+                V3Error::MessageTooLarge { size: 2, limit: 1 },
+                Code::ResourceExhausted,
+                None,
+            ),
+            (
+                V3Error::PackTooLarge { size: 2, limit: 1 },
+                Code::ResourceExhausted,
+                None,
+            ),
+            (
+                V3Error::QuotaExceeded {
+                    needed: 2,
+                    quota: 1,
+                },
+                Code::ResourceExhausted,
+                None,
+            ),
             (V3Error::NoBackup, Code::NotFound, None),
             (V3Error::PackNotFound("p".into()), Code::NotFound, None),
             (
-                V3Error::GenerationConflict { expected: 1, committed: 2 },
+                V3Error::GenerationConflict {
+                    expected: 1,
+                    committed: 2,
+                },
                 Code::FailedPrecondition,
                 Some("generation-conflict"),
             ),
             (
-                V3Error::MissingPacks { count: 1, sample: vec!["p".into()] },
+                V3Error::MissingPacks {
+                    count: 1,
+                    sample: vec!["p".into()],
+                },
                 Code::FailedPrecondition,
                 Some("missing-packs"),
             ),
-            (V3Error::Storage(StoreError::Unavailable("t".into())), Code::Unavailable, None),
-            (V3Error::Storage(StoreError::Full("507".into())), Code::ResourceExhausted, None),
-            (V3Error::Storage(StoreError::Denied("403".into())), Code::Internal, None),
+            (
+                V3Error::Storage(StoreError::Unavailable("t".into())),
+                Code::Unavailable,
+                None,
+            ),
+            (
+                V3Error::Storage(StoreError::Full("507".into())),
+                Code::ResourceExhausted,
+                None,
+            ),
+            (
+                V3Error::Storage(StoreError::Denied("403".into())),
+                Code::Internal,
+                None,
+            ),
         ];
         for (error, code, expected_reason) in cases {
             let text = error.to_string();
@@ -144,7 +195,10 @@ mod tests {
             assert_eq!(reason(&status), expected_reason, "{text}");
         }
         let full = Status::from(V3Error::Storage(StoreError::Full("x".into())));
-        assert!(full.message().contains("object storage is full"), "{full:?}");
+        assert!(
+            full.message().contains("object storage is full"),
+            "{full:?}"
+        );
         let down = Status::from(V3Error::Storage(StoreError::Unavailable("x".into())));
         assert!(down.message().contains("retry"), "{down:?}");
     }

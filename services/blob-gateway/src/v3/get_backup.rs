@@ -4,10 +4,10 @@ use account_token::AccountId;
 use bytes::Bytes;
 
 use crate::objects::StoreError;
+use crate::v3::Core;
 use crate::v3::error::V3Error;
 use crate::v3::list_uploads::list_uploads;
 use crate::v3::record::{self, CommitRecord};
-use crate::v3::Core;
 
 /// The committed generation and the bytes of uploads no commit references.
 #[derive(Debug)]

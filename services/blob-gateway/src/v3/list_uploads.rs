@@ -4,10 +4,10 @@
 
 use account_token::AccountId;
 
+use crate::v3::Core;
 use crate::v3::error::V3Error;
 use crate::v3::layout;
 use crate::v3::record::{self, PackEntry};
-use crate::v3::Core;
 
 pub async fn list_uploads(core: &Core, account: &AccountId) -> Result<Vec<PackEntry>, V3Error> {
     let current = record::read(core.store.as_ref(), account).await?;

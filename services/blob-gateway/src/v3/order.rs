@@ -89,13 +89,12 @@ pub async fn probe(store: &dyn ObjectStore) -> Result<bool, StoreError> {
         .put(&key, body(), Condition::IfMatch("\"not-the-etag\"".into()))
         .await;
     let _ = store.delete_many(vec![key]).await;
-    let refused = |result: &Result<String, StoreError>| {
-        matches!(result, Err(StoreError::PreconditionFailed))
-    };
+    let refused =
+        |result: &Result<String, StoreError>| matches!(result, Err(StoreError::PreconditionFailed));
     match (&second, &wrong) {
-        (Err(e), _) | (_, Err(e)) if !matches!(e, StoreError::PreconditionFailed) => {
-            Err(StoreError::Other(format!("the conditional-write probe failed: {e}")))
-        }
+        (Err(e), _) | (_, Err(e)) if !matches!(e, StoreError::PreconditionFailed) => Err(
+            StoreError::Other(format!("the conditional-write probe failed: {e}")),
+        ),
         _ => Ok(refused(&second) && refused(&wrong)),
     }
 }
@@ -104,7 +103,9 @@ pub async fn probe(store: &dyn ObjectStore) -> Result<bool, StoreError> {
 /// writes, logging loudly (once) when the store ignores them.
 pub async fn choose(store: &dyn ObjectStore) -> Result<bool, StoreError> {
     if probe(store).await? {
-        tracing::info!("object storage honours conditional writes: commits are ordered by the commit record's If-Match / If-None-Match; several gateways may share this store");
+        tracing::info!(
+            "object storage honours conditional writes: commits are ordered by the commit record's If-Match / If-None-Match; several gateways may share this store"
+        );
         return Ok(true);
     }
     tracing::warn!(

@@ -60,9 +60,7 @@ async fn admit(core: &Core, account: &AccountId, header: &PackHeader) -> Result<
         .map(|object| object.size)
         .sum();
     let manifest = current.map_or(0, |c| c.record.manifest_size);
-    let needed = held
-        .saturating_add(manifest)
-        .saturating_add(header.size);
+    let needed = held.saturating_add(manifest).saturating_add(header.size);
     if needed > core.limits.quota_bytes {
         return Err(V3Error::QuotaExceeded {
             needed,

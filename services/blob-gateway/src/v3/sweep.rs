@@ -13,10 +13,10 @@ use account_token::AccountId;
 use tracing::{info, warn};
 
 use crate::objects::ObjectInfo;
+use crate::v3::Core;
 use crate::v3::error::V3Error;
 use crate::v3::layout;
 use crate::v3::record::{self, Current};
-use crate::v3::Core;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -37,11 +37,17 @@ pub async fn sweep(core: &Core, grace: Duration) -> Result<Swept, V3Error> {
         swept.accounts += 1;
         match sweep_account(core, &account, grace).await {
             Ok(deleted) => swept.deleted += deleted,
-            Err(error) => warn!(%account, %error, "sweeping the account failed; the next round retries"),
+            Err(error) => {
+                warn!(%account, %error, "sweeping the account failed; the next round retries")
+            }
         }
     }
     if swept.deleted > 0 {
-        info!(accounts = swept.accounts, deleted = swept.deleted, "orphan sweep deleted objects");
+        info!(
+            accounts = swept.accounts,
+            deleted = swept.deleted,
+            "orphan sweep deleted objects"
+        );
     }
     Ok(swept)
 }
@@ -62,7 +68,7 @@ fn garbage(
             if let Some(name) = object.key.strip_prefix(&packs) {
                 !current.is_some_and(|c| c.record.references(name))
             } else if object.key.starts_with(&manifests) {
-                !current.is_some_and(|c| c.record.manifest_key == object.key)
+                current.is_none_or(|c| c.record.manifest_key != object.key)
             } else {
                 false
             }

@@ -53,7 +53,9 @@ async fn upload(core: &Core, n: u8, size: u64) {
         name: name(n),
         size,
     };
-    put_pack(core, &alice(), header, data).await.expect("the pack is stored");
+    put_pack(core, &alice(), header, data)
+        .await
+        .expect("the pack is stored");
 }
 
 fn request(expected: u64, seed: u8, packs: &[u8], abandoned: &[u8]) -> CommitRequest {
@@ -80,7 +82,11 @@ async fn committed_whole(core: &Core) -> Option<(u64, Vec<String>)> {
     assert_eq!(stored.len() as u64, record.manifest_size);
     for pack in &record.packs {
         let key = layout::pack_key(&alice(), &layout::PackName::parse(&pack.name).unwrap());
-        assert_eq!(core.store.head(&key).await.unwrap(), Some(pack.size), "{key}");
+        assert_eq!(
+            core.store.head(&key).await.unwrap(),
+            Some(pack.size),
+            "{key}"
+        );
     }
     Some((
         record.generation,
@@ -94,7 +100,9 @@ async fn commits_replace_the_generation_and_delete_what_it_left() {
     for n in [1, 2, 3] {
         upload(&core, n, 1024).await;
     }
-    let first = commit(&core, &alice(), request(0, 1, &[1, 2], &[])).await.unwrap();
+    let first = commit(&core, &alice(), request(0, 1, &[1, 2], &[]))
+        .await
+        .unwrap();
     assert_eq!(
         first,
         Committed {
@@ -108,10 +116,15 @@ async fn commits_replace_the_generation_and_delete_what_it_left() {
     assert_eq!(uploads[0].name, name(3));
 
     upload(&core, 4, 1024).await;
-    let second = commit(&core, &alice(), request(1, 2, &[2, 4], &[3])).await.unwrap();
+    let second = commit(&core, &alice(), request(1, 2, &[2, 4], &[3]))
+        .await
+        .unwrap();
     assert_eq!(second.generation, 2);
     assert_eq!(second.deleted_packs, 2, "pack 1 replaced, pack 3 abandoned");
-    assert_eq!(committed_whole(&core).await, Some((2, vec![name(2), name(4)])));
+    assert_eq!(
+        committed_whole(&core).await,
+        Some((2, vec![name(2), name(4)]))
+    );
     let manifests = core
         .store
         .list(&layout::manifests_prefix(&alice()))
@@ -120,7 +133,9 @@ async fn commits_replace_the_generation_and_delete_what_it_left() {
     assert_eq!(manifests.len(), 1, "the replaced manifest is deleted");
 
     // A retry whose answer was lost commits nothing new and succeeds.
-    let retried = commit(&core, &alice(), request(1, 2, &[2, 4], &[3])).await.unwrap();
+    let retried = commit(&core, &alice(), request(1, 2, &[2, 4], &[3]))
+        .await
+        .unwrap();
     assert_eq!(retried.generation, 2);
 }
 
@@ -132,7 +147,16 @@ async fn refusals_name_the_reason_and_write_nothing() {
     let before = memory.keys();
 
     let conflict = commit(&core, &alice(), request(3, 1, &[1], &[])).await;
-    assert!(matches!(conflict, Err(V3Error::GenerationConflict { expected: 3, committed: 0 })), "{conflict:?}");
+    assert!(
+        matches!(
+            conflict,
+            Err(V3Error::GenerationConflict {
+                expected: 3,
+                committed: 0
+            })
+        ),
+        "{conflict:?}"
+    );
     let missing = commit(&core, &alice(), request(0, 1, &[1, 9], &[])).await;
     match missing {
         Err(V3Error::MissingPacks { count: 1, sample }) => assert_eq!(sample, [name(9)]),
@@ -144,10 +168,16 @@ async fn refusals_name_the_reason_and_write_nothing() {
     };
     assert!(matches!(
         commit(&core, &alice(), unpadded).await,
-        Err(V3Error::NotPadded { what: "manifest", size: 1001 })
+        Err(V3Error::NotPadded {
+            what: "manifest",
+            size: 1001
+        })
     ));
     let twice = request(0, 1, &[1, 1], &[]);
-    assert!(matches!(commit(&core, &alice(), twice).await, Err(V3Error::Malformed(_))));
+    assert!(matches!(
+        commit(&core, &alice(), twice).await,
+        Err(V3Error::Malformed(_))
+    ));
     let mut small = limits();
     small.quota_bytes = 1500;
     let tight = Core {
@@ -157,7 +187,10 @@ async fn refusals_name_the_reason_and_write_nothing() {
     };
     assert!(matches!(
         commit(&tight, &alice(), request(0, 1, &[1], &[])).await,
-        Err(V3Error::QuotaExceeded { needed: 2048, quota: 1500 })
+        Err(V3Error::QuotaExceeded {
+            needed: 2048,
+            quota: 1500
+        })
     ));
     assert_eq!(memory.keys(), before, "a refused commit writes nothing");
 }
@@ -174,7 +207,12 @@ impl ObjectStore for RecordGate {
     async fn check(&self) -> Result<(), StoreError> {
         self.inner.check().await
     }
-    async fn put(&self, key: &str, bytes: Bytes, condition: Condition) -> Result<String, StoreError> {
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        condition: Condition,
+    ) -> Result<String, StoreError> {
         if key.ends_with("/commit") {
             self.gate.wait().await;
         }
@@ -186,7 +224,12 @@ impl ObjectStore for RecordGate {
     async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
         self.inner.get(key).await
     }
-    async fn get_range(&self, key: &str, offset: u64, len: Option<u64>) -> Result<Body, StoreError> {
+    async fn get_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Body, StoreError> {
         self.inner.get_range(key, offset, len).await
     }
     async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
@@ -228,7 +271,10 @@ async fn of_two_gateways_committing_at_once_exactly_one_wins() {
     assert_eq!(wins, 1, "{results:?}");
     assert!(results.iter().any(|r| matches!(
         r,
-        Err(V3Error::GenerationConflict { expected: 0, committed: 1 })
+        Err(V3Error::GenerationConflict {
+            expected: 0,
+            committed: 1
+        })
     )));
 }
 
@@ -238,7 +284,11 @@ async fn a_store_that_ignores_conditions_lets_both_win_which_the_probe_detects()
         ignore_conditions: true,
     })
     .await;
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2, "both think they won");
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        2,
+        "both think they won"
+    );
     let lax = MemoryStore::with_faults(Faults {
         ignore_conditions: true,
     });
@@ -253,7 +303,11 @@ async fn a_store_that_ignores_conditions_lets_both_win_which_the_probe_detects()
         commit(&core, &account, request(0, 1, &[1], &[])),
         commit(&core, &account, request(0, 2, &[2], &[])),
     );
-    assert_eq!([&a, &b].iter().filter(|r| r.is_ok()).count(), 1, "{a:?} {b:?}");
+    assert_eq!(
+        [&a, &b].iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{a:?} {b:?}"
+    );
 }
 
 #[tokio::test]
@@ -264,7 +318,9 @@ async fn a_commit_cut_off_after_any_storage_call_leaves_one_generation_whole() {
         for n in [1, 2, 3] {
             upload(&core, n, 1024).await;
         }
-        commit(&core, &alice(), request(0, 1, &[1, 2], &[])).await.unwrap();
+        commit(&core, &alice(), request(0, 1, &[1, 2], &[]))
+            .await
+            .unwrap();
         memory.fail_after(calls);
         let result = commit(&core, &alice(), request(1, 2, &[2, 3], &[])).await;
         memory.fail_after(u64::MAX);
@@ -279,11 +335,20 @@ async fn a_commit_cut_off_after_any_storage_call_leaves_one_generation_whole() {
         }
         // What a cut-off clean-up left, the sweep removes once old enough.
         memory.age("v3/", Duration::from_secs(7200));
-        sweep::sweep(&core, Duration::from_secs(3600)).await.unwrap();
+        sweep::sweep(&core, Duration::from_secs(3600))
+            .await
+            .unwrap();
         let (after, _) = committed_whole(&core).await.expect("still a backup");
         assert_eq!(after, generation);
-        let held = memory.list(&layout::account_prefix(&alice())).await.unwrap();
-        assert_eq!(held.len(), 4, "the record, one manifest and two packs: {held:?}");
+        let held = memory
+            .list(&layout::account_prefix(&alice()))
+            .await
+            .unwrap();
+        assert_eq!(
+            held.len(),
+            4,
+            "the record, one manifest and two packs: {held:?}"
+        );
     }
 }
 
@@ -294,18 +359,29 @@ async fn the_sweep_spares_young_uploads_and_covers_accounts_without_a_commit() {
     upload(&core, 1, 1024).await;
     let bob = AccountId::new("bob").unwrap();
     let orphan = layout::pack_key(&bob, &layout::PackName::parse(&name(7)).unwrap());
-    memory.put(&orphan, Bytes::from_static(b"x"), Condition::None).await.unwrap();
+    memory
+        .put(&orphan, Bytes::from_static(b"x"), Condition::None)
+        .await
+        .unwrap();
 
     let grace = Duration::from_secs(3600);
     let swept = sweep::sweep(&core, grace).await.unwrap();
     assert_eq!(swept.accounts, 2);
-    assert_eq!(swept.deleted, 0, "everything is younger than the grace period");
+    assert_eq!(
+        swept.deleted, 0,
+        "everything is younger than the grace period"
+    );
 
     memory.age("v3/bob/", Duration::from_secs(7200));
-    commit(&core, &alice(), request(0, 1, &[1], &[])).await.unwrap();
+    commit(&core, &alice(), request(0, 1, &[1], &[]))
+        .await
+        .unwrap();
     memory.age("v3/alice/", Duration::from_secs(7200));
     let swept = sweep::sweep(&core, grace).await.unwrap();
-    assert_eq!(swept.deleted, 1, "bob's orphan; alice's committed pack stays");
+    assert_eq!(
+        swept.deleted, 1,
+        "bob's orphan; alice's committed pack stays"
+    );
     assert!(memory.keys().iter().all(|k| !k.starts_with("v3/bob/")));
     assert!(committed_whole(&core).await.is_some());
 }
@@ -316,25 +392,71 @@ async fn uploads_refused_midway_leave_nothing() {
     let core = core(memory.clone(), CommitOrder::conditional());
     let account = alice();
     let put = |size: u64, parts: Vec<Result<Bytes, V3Error>>| {
-        let header = PackHeader { name: name(1), size };
+        let header = PackHeader {
+            name: name(1),
+            size,
+        };
         put_pack(&core, &account, header, futures::stream::iter(parts))
     };
     let short = put(1024, vec![Ok(Bytes::from(vec![0; 999]))]).await;
-    assert!(matches!(short, Err(V3Error::SizeMismatch { declared: 1024, received: 999 })), "{short:?}");
-    let long = put(1024, vec![Ok(Bytes::from(vec![0; 600])), Ok(Bytes::from(vec![0; 600]))]).await;
-    assert!(matches!(long, Err(V3Error::SizeMismatch { declared: 1024, received: 1200 })), "{long:?}");
-    let huge = put(2 * 1024 * 1024, vec![Ok(Bytes::from(vec![0; 2 * 1024 * 1024]))]).await;
-    assert!(matches!(huge, Err(V3Error::MessageTooLarge { .. })), "{huge:?}");
-    let broken = put(1024, vec![Err(V3Error::Malformed("a second header".into()))]).await;
+    assert!(
+        matches!(
+            short,
+            Err(V3Error::SizeMismatch {
+                declared: 1024,
+                received: 999
+            })
+        ),
+        "{short:?}"
+    );
+    let long = put(
+        1024,
+        vec![Ok(Bytes::from(vec![0; 600])), Ok(Bytes::from(vec![0; 600]))],
+    )
+    .await;
+    assert!(
+        matches!(
+            long,
+            Err(V3Error::SizeMismatch {
+                declared: 1024,
+                received: 1200
+            })
+        ),
+        "{long:?}"
+    );
+    let huge = put(
+        2 * 1024 * 1024,
+        vec![Ok(Bytes::from(vec![0; 2 * 1024 * 1024]))],
+    )
+    .await;
+    assert!(
+        matches!(huge, Err(V3Error::MessageTooLarge { .. })),
+        "{huge:?}"
+    );
+    let broken = put(
+        1024,
+        vec![Err(V3Error::Malformed("a second header".into()))],
+    )
+    .await;
     assert!(matches!(broken, Err(V3Error::Malformed(_))), "{broken:?}");
-    assert!(matches!(put(1001, vec![]).await, Err(V3Error::NotPadded { .. })));
+    assert!(matches!(
+        put(1001, vec![]).await,
+        Err(V3Error::NotPadded { .. })
+    ));
     assert!(memory.keys().is_empty(), "{:?}", memory.keys());
 
     upload(&core, 1, 1024).await;
-    commit(&core, &alice(), request(0, 1, &[1], &[])).await.unwrap();
+    commit(&core, &alice(), request(0, 1, &[1], &[]))
+        .await
+        .unwrap();
     let replace = put(1024, vec![Ok(Bytes::from(vec![9; 1024]))]).await;
-    assert!(matches!(replace, Err(V3Error::PackCommitted(_))), "{replace:?}");
-    let body = crate::v3::get_pack::get_pack(&core, &alice(), &name(1), 10, 5).await.unwrap();
+    assert!(
+        matches!(replace, Err(V3Error::PackCommitted(_))),
+        "{replace:?}"
+    );
+    let body = crate::v3::get_pack::get_pack(&core, &alice(), &name(1), 10, 5)
+        .await
+        .unwrap();
     let bytes: Vec<Bytes> = body.map(|b| b.unwrap()).collect().await;
     assert_eq!(bytes.concat(), vec![1; 5]);
     assert!(matches!(
