@@ -42,6 +42,18 @@ pub fn all_chunk_ids(key: &RootKey, phone: &Path) -> Vec<String> {
     ids
 }
 
+/// Why the chat database failed its integrity check (panics on any other
+/// error).
+fn db_integrity_failure(error: &RestoreError) -> &IntegrityFailure {
+    match error {
+        RestoreError::Integrity { path, reason } if path == phone::DB_FILE => reason,
+        other => panic!(
+            "expected an integrity error of {}, got {other:?}",
+            phone::DB_FILE
+        ),
+    }
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -121,15 +133,21 @@ async fn key_backup_restores_exactly_stores_no_plaintext_and_detects_a_flipped_b
     let error = restore(&gateway, &vault, ALICE, &typed, &target)
         .await
         .unwrap_err();
-    match &error {
-        RestoreError::Integrity { path, reason } => {
-            assert_eq!(path, phone::DB_FILE);
-            assert!(matches!(reason, IntegrityFailure::Open(_)), "{reason:?}");
-        }
-        other => panic!("expected an integrity error, got {other:?}"),
-    }
+    let reason = db_integrity_failure(&error);
+    assert!(matches!(reason, IntegrityFailure::Open(_)), "{reason:?}");
     assert!(error.to_string().contains(phone::DB_FILE));
     assert!(!target.exists(), "a failed restore leaves nothing behind");
+
+    // The storage puts 8 MiB where a chunk of at most a few KiB belongs:
+    // the client stops reading at the bound the manifest gives (issue 8,
+    // finding 7: it used to download any size) and names the file.
+    std::fs::write(&blob, vec![0x5a; 8 << 20]).unwrap();
+    let target = stack.dir().join("restored-after-replacement");
+    let error = restore(&gateway, &vault, ALICE, &typed, &target)
+        .await
+        .unwrap_err();
+    assert_eq!(db_integrity_failure(&error), &IntegrityFailure::Oversized);
+    assert!(!target.exists());
 
     // Another key cannot open the backup, and the error says so.
     let error = restore(
