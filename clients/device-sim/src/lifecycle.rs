@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use account_token::AccountId;
 use backup_client::RootKey;
-use backup_client::vault::KsfStrength;
+use backup_client::vault::{KsfStrength, VaultError};
 use serde::Serialize;
 use tracing::info;
 
@@ -108,7 +108,17 @@ impl KeyFlow<'_> {
         // once; the vault records its auth key and, from now on, the pointer.
         let key = RootKey::generate();
         let shown = key.to_display_digits();
-        vault.enable_key_backup(&key, None).await?;
+        match vault.enable_key_backup(&key, None).await {
+            Ok(()) => {}
+            // Left over from an earlier run with the same seed: start over
+            // (nothing of the old backup survives), then enable.
+            Err(VaultError::ProofRequired | VaultError::KeyErased) => {
+                vault.start_over().await?;
+                gateway.delete_backup().await?;
+                vault.enable_key_backup(&key, None).await?;
+            }
+            Err(other) => return Err(other.into()),
+        }
         info!(account, "backups enabled with a 64-digit key");
 
         let started = Instant::now();
