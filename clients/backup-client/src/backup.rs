@@ -114,7 +114,7 @@ pub async fn back_up_with_signer(
         files: files.len(),
         ..BackupReport::default()
     };
-    let pointer = vault.pointer().await?;
+    let mut pointer = vault.pointer().await?;
     let expected = gateway.get_backup().await?.map_or(0, |b| b.generation);
     let previous_sealed = match expected {
         0 => None,
@@ -129,6 +129,12 @@ pub async fn back_up_with_signer(
             let served = served.expect("a pending generation was served");
             let confirmer = accepted_signer(&pointer, [key, signer])?;
             vault.confirm(confirmer, served).await?;
+            // What the vault now holds: the pending entry became the
+            // committed one, its auth key the registered one.
+            if let Some(pending) = pointer.pending.take() {
+                pointer.auth_public_key = pending.auth_public_key;
+                pointer.committed = Some(pending.backup);
+            }
             report.settled_generation = Some(served.generation);
             info!(
                 generation = served.generation,
@@ -146,10 +152,6 @@ pub async fn back_up_with_signer(
         }
         Err(refused) => return Err(refused.into()),
     }
-    let pointer = match report.settled_generation {
-        Some(_) => vault.pointer().await?,
-        None => pointer,
-    };
     let announcer = accepted_signer(&pointer, [signer, key])?;
     let previous =
         previous_sealed.and_then(|sealed| manifest::open(key, account, expected, &sealed).ok());

@@ -13,7 +13,7 @@ use crate::key_backup::{all_chunk_ids, small_phone};
 
 const ALICE: &str = "alice";
 
-fn copy_tree(from: &Path, to: &Path) {
+pub fn copy_tree(from: &Path, to: &Path) {
     for (path, _) in phone::list_files(from).unwrap() {
         let target = to.join(&path);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();

@@ -12,6 +12,7 @@ use device_sim::day::{DayActivity, live_one_day};
 use device_sim::phone;
 use e2e_tests::Stack;
 
+use crate::crash::copy_tree;
 use crate::key_backup::small_phone;
 
 const ALICE: &str = "alice";
@@ -47,6 +48,26 @@ impl Snapshot {
     }
 }
 
+/// Alice's phone (from `seed`) backed up once with a new key.
+async fn backed_up(
+    stack: &Stack,
+    seed: u64,
+) -> (
+    PathBuf,
+    backup_client::GatewayClient,
+    RootKey,
+    backup_client::vault::VaultClient,
+) {
+    let phone_dir = small_phone(stack.dir(), seed);
+    let gateway = stack.client(ALICE);
+    let key = RootKey::generate();
+    let vault = stack.enable_key_backup(ALICE, &key).await;
+    back_up(&gateway, &vault, ALICE, &key, &phone_dir)
+        .await
+        .unwrap();
+    (phone_dir, gateway, key, vault)
+}
+
 fn same_tree(a: &Path, b: &Path) -> bool {
     phone::diff_trees(a, b).unwrap().is_empty()
 }
@@ -54,13 +75,7 @@ fn same_tree(a: &Path, b: &Path) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolled_back_backup_is_refused_on_a_fresh_device_and_never_built_upon() {
     let stack = Stack::start().await.unwrap();
-    let phone_dir = small_phone(stack.dir(), 41);
-    let gateway = stack.client(ALICE);
-    let key = RootKey::generate();
-    let vault = stack.enable_key_backup(ALICE, &key).await;
-    back_up(&gateway, &vault, ALICE, &key, &phone_dir)
-        .await
-        .unwrap();
+    let (phone_dir, gateway, key, vault) = backed_up(&stack, 41).await;
     let generation_1 = Snapshot::take(&stack);
     live_one_day(&phone_dir, 41, 1, DayActivity::typical()).unwrap();
     let second = back_up(&gateway, &vault, ALICE, &key, &phone_dir)
@@ -112,13 +127,7 @@ async fn a_rolled_back_backup_is_refused_on_a_fresh_device_and_never_built_upon(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_substituted_backup_of_the_same_account_and_key_is_refused() {
     let stack = Stack::start().await.unwrap();
-    let phone_dir = small_phone(stack.dir(), 42);
-    let gateway = stack.client(ALICE);
-    let key = RootKey::generate();
-    let vault = stack.enable_key_backup(ALICE, &key).await;
-    back_up(&gateway, &vault, ALICE, &key, &phone_dir)
-        .await
-        .unwrap();
+    let (phone_dir, gateway, key, vault) = backed_up(&stack, 42).await;
     live_one_day(&phone_dir, 42, 1, DayActivity::typical()).unwrap();
     back_up(&gateway, &vault, ALICE, &key, &phone_dir)
         .await
@@ -185,12 +194,4 @@ async fn a_substituted_backup_of_the_same_account_and_key_is_refused() {
         "{error:?}"
     );
     assert!(!same_tree(&first_phone, &phone_dir));
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for (path, _) in phone::list_files(from).unwrap() {
-        let target = to.join(&path);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(from.join(&path), target).unwrap();
-    }
 }
