@@ -18,6 +18,10 @@ PROFILE_DIR=${E2EB_TARGET_DIR:-target/debug}
 LOCAL_S3_PORT=${LOCAL_S3_PORT:-9000}
 BLOB_GATEWAY_PORT=${BLOB_GATEWAY_PORT:-50061}
 KEY_VAULT_PORT=${KEY_VAULT_PORT:-50062}
+# Prometheus metrics (plain HTTP on loopback): gateway, vault (the fleet's
+# replicas take this port and the next two).
+BLOB_GATEWAY_METRICS_PORT=${BLOB_GATEWAY_METRICS_PORT:-9161}
+KEY_VAULT_METRICS_PORT=${KEY_VAULT_METRICS_PORT:-9162}
 STARTUP_SECS=${E2EB_STARTUP_SECS:-60}
 
 export LOCAL_S3_LISTEN=127.0.0.1:$LOCAL_S3_PORT
@@ -167,12 +171,14 @@ up() {
   prepare
   start local-s3
   wait_tcp local-s3 "$LOCAL_S3_PORT"
-  start key-vault --tls-cert "$TLS_DIR/key-vault.pem" --tls-key "$TLS_DIR/key-vault.key"
+  start key-vault --tls-cert "$TLS_DIR/key-vault.pem" --tls-key "$TLS_DIR/key-vault.key" \
+    --metrics-listen "127.0.0.1:$KEY_VAULT_METRICS_PORT"
   wait_grpc key-vault "$KEY_VAULT_PORT" e2ebackup.vault.v2.KeyVault
   start_gateway
   echo "stack is up (state and logs in $STATE_DIR):"
   print_common
   echo "  key vault     https://127.0.0.1:$KEY_VAULT_PORT  (gRPC over TLS; pinned fingerprint $(cat "$KEY_VAULT_FINGERPRINT_FILE" 2>/dev/null))"
+  echo "  metrics       http://127.0.0.1:$BLOB_GATEWAY_METRICS_PORT/metrics (gateway)  http://127.0.0.1:$KEY_VAULT_METRICS_PORT/metrics (vault)"
   print_sealing
 }
 
@@ -207,7 +213,8 @@ up_fleet() {
   for i in 0 1 2; do
     port=${KEY_VAULT_FLEET_PORTS[i]}
     KEY_VAULT_LISTEN=127.0.0.1:$port start "key-vault-$((i + 1))" \
-      --tls-cert "$TLS_DIR/key-vault.pem" --tls-key "$TLS_DIR/key-vault.key"
+      --tls-cert "$TLS_DIR/key-vault.pem" --tls-key "$TLS_DIR/key-vault.key" \
+      --metrics-listen "127.0.0.1:$((KEY_VAULT_METRICS_PORT + i))"
     # One at a time: the first creates the fleet's secrets.
     wait_grpc "key-vault-$((i + 1))" "$port" e2ebackup.vault.v2.KeyVault
     vaults+=("https://127.0.0.1:$port")
@@ -222,13 +229,15 @@ up_fleet() {
   echo "  etcd          $KEY_VAULT_ETCD_ENDPOINTS  (3 members, data $STATE_DIR/etcd)"
   echo "  key vault     $vault_endpoints"
   echo "                (3 replicas on etcd, one identity; pinned fingerprint $(cat "$KEY_VAULT_FINGERPRINT_FILE" 2>/dev/null))"
+  echo "  metrics       http://127.0.0.1:$BLOB_GATEWAY_METRICS_PORT/metrics (gateway)  http://127.0.0.1:$KEY_VAULT_METRICS_PORT-$((KEY_VAULT_METRICS_PORT + 2))/metrics (vaults)"
   echo "  clients       source $STATE_DIR/fleet.env  (device-sim then fails over between the replicas)"
   echo "  note          one blob gateway: several need the multi-gateway commit path (in progress)"
   print_sealing
 }
 
 start_gateway() {
-  start blob-gateway --tls-cert "$TLS_DIR/blob-gateway.pem" --tls-key "$TLS_DIR/blob-gateway.key"
+  start blob-gateway --tls-cert "$TLS_DIR/blob-gateway.pem" --tls-key "$TLS_DIR/blob-gateway.key" \
+    --metrics-listen "127.0.0.1:$BLOB_GATEWAY_METRICS_PORT"
   wait_grpc blob-gateway "$BLOB_GATEWAY_PORT" e2ebackup.storage.v2.BlobGateway
 }
 

@@ -9,7 +9,10 @@
 //! clients trust that CA.
 //!
 //! The binaries are the workspace's own, found next to the test executable
-//! (`target/<profile>/`); `make test` builds them first.
+//! (`target/<profile>/`); `make test` builds them first. Each service
+//! serves Prometheus metrics on a loopback port of its own ([`scrape`]).
+
+pub mod scrape;
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -43,6 +46,9 @@ pub struct Stack {
     pub s3_port: u16,
     pub gateway_port: u16,
     pub vault_port: u16,
+    /// Where the gateway and the vault serve their metrics.
+    pub gateway_metrics_port: u16,
+    pub vault_metrics_port: u16,
     /// The account authority: the harness mints every token.
     pub authority: Authority,
     /// What clients trust: the CA of this stack's dev certificates.
@@ -107,6 +113,8 @@ impl Stack {
             s3_port: free_port(),
             gateway_port: free_port(),
             vault_port: free_port(),
+            gateway_metrics_port: free_port(),
+            vault_metrics_port: free_port(),
             authority,
             trust,
             gateway_env: Vec::new(),
@@ -288,6 +296,10 @@ impl Stack {
             .env("KEY_VAULT_SEALING_KEY_FILE", state.join("sealing.key"))
             .env("KEY_VAULT_FINGERPRINT_FILE", state.join("fingerprint"))
             .env("KEY_VAULT_MAX_GUESSES", MAX_GUESSES.to_string())
+            .env(
+                "METRICS_LISTEN",
+                format!("127.0.0.1:{}", self.vault_metrics_port),
+            )
             .env("E2EB_TOKEN_PUBLIC_KEY_FILE", self.token_public_key_file())
             .envs(self.tls_env(key_vault_name()));
         self.spawn("key-vault", &mut command)?;
@@ -309,6 +321,10 @@ impl Stack {
                 format!("127.0.0.1:{}", self.gateway_port),
             )
             .env("S3_ENDPOINT", self.s3_endpoint())
+            .env(
+                "METRICS_LISTEN",
+                format!("127.0.0.1:{}", self.gateway_metrics_port),
+            )
             .env("E2EB_TOKEN_PUBLIC_KEY_FILE", self.token_public_key_file())
             .envs(self.tls_env(blob_gateway::SERVICE))
             // Small limits so the tests can reach them.

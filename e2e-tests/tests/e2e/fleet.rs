@@ -1,13 +1,14 @@
 //! The fleet simulator against the real stack: 60 small phones over four
 //! days living through every flow; the report's counts must equal what the
 //! schedule (computed here from the same seed) says, every restore must
-//! verify, nothing may fail.
+//! verify, nothing may fail; the services' metrics must count the same.
 
 use std::process::Command;
 use std::time::Instant;
 
 use device_sim::fleet::schedule::{Action, ChangeProof, Method};
 use device_sim::fleet::{FleetSpec, Flow, ProfileMix, ScenarioMix, stats};
+use e2e_tests::scrape::{sample, scrape};
 use e2e_tests::{MAX_GUESSES, Stack, bin};
 
 const SEED: u64 = 11;
@@ -107,6 +108,8 @@ async fn a_fleet_of_sixty_phones_does_exactly_what_its_schedule_says() {
         report.vault.wrong_guesses,
         expected.typos + expected.lockouts * MAX_GUESSES as u64
     );
+    services_counted_what_the_report_says(&stack, &report).await;
+
     // Daily backups send about what changed, not the whole phone.
     let daily = report
         .flows
@@ -169,4 +172,54 @@ async fn a_fleet_whose_backups_fail_says_so_and_exits_non_zero() {
     );
     let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
     assert!(html.contains("<h2>Failures</h2>"));
+}
+
+/// The gateway's and the vault's Prometheus endpoints, scraped after the
+/// run, count what the simulator's report says happened.
+async fn services_counted_what_the_report_says(
+    stack: &Stack,
+    report: &device_sim::fleet::FleetReport,
+) {
+    let gateway = scrape(&format!("127.0.0.1:{}", stack.gateway_metrics_port))
+        .await
+        .unwrap();
+    let vault = scrape(&format!("127.0.0.1:{}", stack.vault_metrics_port))
+        .await
+        .unwrap();
+    let committed: u64 = Flow::ALL
+        .into_iter()
+        .filter(|flow| flow.commits())
+        .map(|flow| stats::counts(report)[flow.name()])
+        .sum();
+    assert_eq!(
+        sample(&gateway, "gateway_commits_total", ""),
+        committed as f64,
+        "{gateway}"
+    );
+    let commit_calls = sample(
+        &gateway,
+        "rpc_calls_total",
+        r#"method="/e2ebackup.storage.v2.BlobGateway/Commit",code="OK""#,
+    );
+    assert_eq!(commit_calls, committed as f64, "{gateway}");
+    assert!(sample(&gateway, "gateway_objects_deleted_total", "") > 0.0);
+
+    assert_eq!(
+        sample(&vault, "vault_lockouts_total", ""),
+        report.vault.lockouts as f64,
+        "{vault}"
+    );
+    assert_eq!(
+        sample(&vault, "vault_wrong_passwords_total", ""),
+        report.vault.wrong_guesses as f64,
+        "{vault}"
+    );
+    // Every guess spent was a login that finished one way or the other.
+    assert_eq!(
+        sample(&vault, "vault_guesses_spent_total", ""),
+        sample(&vault, "vault_wrong_passwords_total", "")
+            + sample(&vault, "vault_logins_succeeded_total", ""),
+        "{vault}"
+    );
+    assert!(vault.contains("rpc_latency_seconds_bucket"), "{vault}");
 }

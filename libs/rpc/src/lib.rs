@@ -4,14 +4,17 @@
 //! client channel setup ([`client`]: trusted CA, plaintext only when asked,
 //! timeouts, keep-alive), the one retry policy every client call goes
 //! through ([`retry`]: several endpoints, deadlines, backoff with jitter),
-//! and development certificates ([`dev_certs`]).
+//! Prometheus metrics ([`metrics`]: per-RPC counts and latency, an HTTP
+//! endpoint), and development certificates ([`dev_certs`]).
 
 pub mod client;
 pub mod dev_certs;
+pub mod metrics;
 pub mod retry;
 pub mod server;
 
 pub use client::{ChannelOptions, ClientSetupError, ClientTls, Trust, endpoint};
+pub use metrics::{MetricsArgs, MetricsRegistry};
 pub use server::{
     HealthHandle, RpcServer, ServerOptions, ServerSetupError, ServerTls, ServerTransport,
 };

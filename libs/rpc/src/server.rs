@@ -2,7 +2,8 @@
 //! files (plaintext only behind an explicit flag), the standard health
 //! service (names from `NamedService::NAME`), reflection v1 and v1alpha,
 //! the account-token authenticator around every application service,
-//! TCP_NODELAY, HTTP/2 windows and keep-alive, graceful shutdown.
+//! TCP_NODELAY, HTTP/2 windows and keep-alive, graceful shutdown, and
+//! per-RPC metrics when given a registry.
 //!
 //! Message size limits stay with each service: tonic sets them on the
 //! generated server type (`max_decoding_message_size`), which has no common
@@ -26,10 +27,12 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::{Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity as NoLayer, Stack};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::dev_certs;
+use crate::metrics::{MetricsRegistry, RpcMetrics, RpcMetricsLayer};
 
 /// Where the local stack keeps its dev certificates (`make up` makes them).
 pub const DEFAULT_TLS_DIR: &str = ".state/tls";
@@ -182,12 +185,15 @@ pub struct ServerOptions {
     /// that stream megabytes want megabytes here.
     pub stream_window_bytes: Option<u32>,
     pub connection_window_bytes: Option<u32>,
+    /// Where every call is counted by method and status code and timed;
+    /// `None`: not counted.
+    pub metrics: Option<MetricsRegistry>,
 }
 
 /// A gRPC server being assembled: health and reflection are in; add the
 /// application services, then [`RpcServer::serve`].
 pub struct RpcServer {
-    router: Router,
+    router: Router<Stack<RpcMetricsLayer, NoLayer>>,
     health: HealthReporter,
     authenticator: Authenticator,
     names: Vec<&'static str>,
@@ -200,13 +206,18 @@ impl RpcServer {
         verifier: Verifier,
         options: ServerOptions,
     ) -> Result<Self, ServerSetupError> {
-        let mut builder = tonic::transport::Server::builder()
+        let builder = tonic::transport::Server::builder()
             .initial_stream_window_size(options.stream_window_bytes)
             .initial_connection_window_size(options.connection_window_bytes)
             // Find dead peers (a phone that went away) instead of holding
             // their streams forever.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        let rpc_metrics = match &options.metrics {
+            Some(registry) => RpcMetrics::new(registry),
+            None => RpcMetrics::unregistered(),
+        };
+        let mut builder = builder.layer(RpcMetricsLayer(rpc_metrics));
         let tls = transport.is_tls();
         if let Some(config) = transport.0 {
             builder = builder

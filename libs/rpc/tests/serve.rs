@@ -12,7 +12,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use account_token::{AccountId, Audience, Authority, BearerToken, DEFAULT_TTL, Verifier};
-use rpc::{ChannelOptions, RpcServer, ServerOptions, ServerSetupError, ServerTls, Trust};
+use rpc::{
+    ChannelOptions, MetricsRegistry, RpcServer, ServerOptions, ServerSetupError, ServerTls, Trust,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::body::Body;
@@ -78,10 +80,14 @@ impl Running {
 }
 
 async fn start(tls: &ServerTls, authority: &Authority) -> Running {
+    start_with(tls, authority, ServerOptions::default()).await
+}
+
+async fn start_with(tls: &ServerTls, authority: &Authority, options: ServerOptions) -> Running {
     let transport = tls.load("whoami").expect("the TLS material loads");
     let scheme = if transport.is_tls() { "https" } else { "http" };
     let verifier = Verifier::new(authority.public_key().clone(), Audience::BlobGateway);
-    let server = RpcServer::new(transport, verifier, ServerOptions::default())
+    let server = RpcServer::new(transport, verifier, options)
         .unwrap()
         .add_service(Whoami);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -196,6 +202,52 @@ async fn tls_health_and_the_authenticator_work_end_to_end() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("key-vault"), "{status:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_call_is_counted_by_method_and_status_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, trust) = certs(dir.path());
+    let authority = Authority::generate();
+    let registry = MetricsRegistry::default();
+    let options = ServerOptions {
+        metrics: Some(registry.clone()),
+        ..ServerOptions::default()
+    };
+    let mut server = start_with(&tls, &authority, options).await;
+    server.ready.take().unwrap().send(()).unwrap();
+    let channel = channel(&server.url, &trust);
+    let token = || {
+        let token = authority.mint(&alice(), Audience::BlobGateway, DEFAULT_TTL);
+        Some(BearerToken::new(token.unwrap()))
+    };
+    for _ in 0..3 {
+        whoami(channel.clone(), token()).await.unwrap();
+    }
+    whoami(channel.clone(), None).await.unwrap_err();
+    health(channel.clone(), "").await;
+
+    let text = registry.encode();
+    let count = |labels: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("rpc_calls_total{{{labels}}} ")))
+            .unwrap_or_else(|| panic!("no {labels} in\n{text}"))
+            .to_owned()
+    };
+    assert_eq!(count(r#"method="/rpc.test.Whoami/Call",code="OK""#), "3");
+    assert_eq!(
+        count(r#"method="/rpc.test.Whoami/Call",code="UNAUTHENTICATED""#),
+        "1"
+    );
+    assert_eq!(
+        count(r#"method="/grpc.health.v1.Health/Check",code="OK""#),
+        "1"
+    );
+    assert!(
+        text.contains(r#"rpc_latency_seconds_count{method="/rpc.test.Whoami/Call"} 4"#),
+        "{text}"
+    );
     server.stop().await;
 }
 

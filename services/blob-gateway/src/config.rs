@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use account_token::VerifierArgs;
 use clap::{Args, Parser};
-use rpc::ServerTls;
+use rpc::{MetricsArgs, ServerTls};
 use telemetry::LogArgs;
 
 #[derive(Debug, Clone, Parser)]
@@ -30,6 +30,8 @@ pub struct Config {
     pub limits: Limits,
     #[command(flatten)]
     pub fleet: Fleet,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     #[command(flatten)]
     pub log: LogArgs,
     /// Test only: abort the process at this step (see `failpoint.rs`).

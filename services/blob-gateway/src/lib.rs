@@ -14,6 +14,7 @@ pub mod download;
 pub mod error;
 pub mod failpoint;
 pub mod locks;
+pub mod metrics;
 pub mod objects;
 pub mod store;
 pub mod v2;
@@ -24,13 +25,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use account_token::Audience;
+use anyhow::Context;
 use e2eb_proto::storage::v2::blob_gateway_server::BlobGatewayServer;
-use rpc::{RpcServer, ServerOptions};
+use rpc::{MetricsRegistry, RpcServer, ServerOptions};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::locks::CommitLocks;
+use crate::metrics::GatewayMetrics;
 use crate::objects::ObjectStore;
 use crate::store::{Store, StoreError};
 use e2eb_proto::storage::v3::blob_gateway_server::BlobGatewayServer as V3Server;
@@ -73,11 +76,15 @@ pub async fn serve(
     let client = store::client_with_timeouts(&config.s3, Some(&config.s3_timeouts));
     let store = Store::with_client(client, &config.s3, config.limits.part_bytes);
     let locks = Arc::new(CommitLocks::default());
-    let gateway = v2::service::Gateway::new(store.clone(), config.limits.clone(), locks.clone());
+    let registry = MetricsRegistry::default();
+    let metrics = GatewayMetrics::registered(&registry);
+    let gateway = v2::service::Gateway::new(store.clone(), config.limits.clone(), locks.clone())
+        .with_metrics(metrics.clone());
     let core = Arc::new(v3::Core {
         store: Arc::new(store.clone()),
         limits: config.limits.clone(),
         order: v3::order::CommitOrder::unprobed(),
+        metrics,
     });
     let gateway_v3 = v3::service::Gateway::new(core.clone(), config.fleet.request_timeout);
 
@@ -94,7 +101,13 @@ pub async fn serve(
         // Large windows: blobs stream in megabytes, not in 64 KiB round trips.
         stream_window_bytes: Some(8 * 1024 * 1024),
         connection_window_bytes: Some(16 * 1024 * 1024),
+        metrics: Some(registry.clone()),
     };
+    config
+        .metrics
+        .spawn(&registry)
+        .await
+        .context("cannot listen for metrics (--metrics-listen)")?;
     let server = RpcServer::new(transport, verifier, options)?
         .add_service(gateway)
         .add_service(gateway_v3);

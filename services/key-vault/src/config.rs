@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use account_token::VerifierArgs;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rpc::MetricsArgs;
 use rpc::ServerTls;
 use telemetry::LogArgs;
 
@@ -66,6 +67,8 @@ pub struct Config {
     pub pkcs11: Pkcs11Config,
     #[command(flatten)]
     pub policy: Policy,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     #[command(flatten)]
     pub log: LogArgs,
     #[command(subcommand)]

@@ -15,6 +15,7 @@
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod sealing;
 pub mod secrets;
 pub mod service;
@@ -28,12 +29,13 @@ use std::sync::Arc;
 use account_token::{Audience, Verifier};
 use anyhow::Context;
 use e2eb_proto::vault::v2::key_vault_server::KeyVaultServer;
-use rpc::{RpcServer, ServerOptions, ServerTransport};
+use rpc::{MetricsRegistry, RpcServer, ServerOptions, ServerTransport};
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SealingKind, StoreKind};
+use crate::metrics::VaultMetrics;
 use crate::sealing::pkcs11::{self, KeyCreation};
 use crate::sealing::{FileSealingKey, Pkcs11SealingKey, SealingKeySource};
 use crate::secrets::VaultSecrets;
@@ -59,6 +61,8 @@ pub struct Opened {
     pub vault: Vault,
     pub verifier: Verifier,
     pub transport: ServerTransport,
+    /// The vault's counters and, once served, its per-RPC metrics.
+    pub metrics: MetricsRegistry,
 }
 
 impl Opened {
@@ -83,11 +87,14 @@ pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Open
         sealing = sealing.describe(),
         "vault secrets unsealed"
     );
-    let vault = Vault::new(store, Arc::new(secrets), config.policy.clone(), clock);
+    let metrics = MetricsRegistry::default();
+    let vault = Vault::new(store, Arc::new(secrets), config.policy.clone(), clock)
+        .with_metrics(VaultMetrics::registered(&metrics));
     Ok(Opened {
         vault,
         verifier,
         transport,
+        metrics,
     })
 }
 
@@ -158,6 +165,7 @@ pub async fn serve(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let options = ServerOptions {
         file_descriptor_sets: vec![e2eb_proto::FILE_DESCRIPTOR_SET],
+        metrics: Some(opened.metrics),
         ..ServerOptions::default()
     };
     RpcServer::new(opened.transport, opened.verifier, options)?
@@ -170,7 +178,8 @@ pub async fn serve(
 
 /// Runs the vault until `shutdown` resolves. Prints
 /// `key-vault public key fingerprint: <hex>` on stdout once the secrets are
-/// loaded, and writes the fingerprint to `--fingerprint-file` if given.
+/// loaded, and writes the fingerprint to `--fingerprint-file` if given;
+/// serves metrics at `--metrics-listen` if given.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let opened = open(&config, Arc::new(SystemClock)).await?;
     let fingerprint = opened.fingerprint();
@@ -182,6 +191,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    config
+        .metrics
+        .spawn(&opened.metrics)
+        .await
+        .context("cannot listen for metrics (--metrics-listen)")?;
     serve(opened, listener, shutdown).await
 }
 

@@ -22,6 +22,7 @@ use crate::config::Limits;
 use crate::download;
 use crate::error::ServiceError;
 use crate::locks::CommitLocks;
+use crate::metrics::GatewayMetrics;
 use crate::store::{Store, StoreError};
 use crate::v2::layout::{self, ChunkId};
 use crate::v2::uploads::Uploads;
@@ -32,6 +33,7 @@ pub struct Gateway {
     limits: Limits,
     locks: Arc<CommitLocks>,
     uploads: Uploads,
+    metrics: GatewayMetrics,
 }
 
 impl Gateway {
@@ -41,7 +43,14 @@ impl Gateway {
             limits,
             locks,
             uploads: Uploads::default(),
+            metrics: GatewayMetrics::default(),
         }
+    }
+
+    /// Counts commits and deletions into `metrics`.
+    pub fn with_metrics(mut self, metrics: GatewayMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     async fn manifest(
@@ -177,6 +186,7 @@ impl BlobGateway for Gateway {
         .inspect_err(|error| {
             info!(expected_generation, chunk_count, %error, "commit refused");
         })?;
+        (self.metrics).committed(committed.stored_bytes, committed.deleted_chunks);
         info!(
             generation = committed.generation,
             chunk_count,

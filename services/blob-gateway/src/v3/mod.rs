@@ -25,6 +25,7 @@ pub mod sweep;
 use std::sync::Arc;
 
 use crate::config::Limits;
+use crate::metrics::GatewayMetrics;
 use crate::objects::ObjectStore;
 use order::CommitOrder;
 
@@ -33,6 +34,7 @@ pub struct Core {
     pub store: Arc<dyn ObjectStore>,
     pub limits: Limits,
     pub order: CommitOrder,
+    pub metrics: GatewayMetrics,
 }
 
 #[cfg(test)]

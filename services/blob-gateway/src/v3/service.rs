@@ -143,6 +143,8 @@ impl BlobGateway for Gateway {
         let (name, size) = self.within(upload).await.inspect_err(|status| {
             info!(code = ?status.code(), message = status.message(), "pack refused");
         })?;
+        self.core.metrics.packs_stored.inc();
+        self.core.metrics.pack_bytes_stored.inc_by(size);
         info!(pack = %name, size, "pack stored");
         Ok(Response::new(PutPackResponse {}))
     }
@@ -203,6 +205,7 @@ impl BlobGateway for Gateway {
             .inspect_err(|status| {
                 info!(expected, pack_count, code = ?status.code(), message = status.message(), "commit refused");
             })?;
+        (self.core.metrics).committed(committed.stored_bytes, committed.deleted_packs);
         info!(
             generation = committed.generation,
             pack_count,

@@ -42,6 +42,7 @@ pub async fn sweep(core: &Core, grace: Duration) -> Result<Swept, V3Error> {
             }
         }
     }
+    core.metrics.objects_deleted.inc_by(swept.deleted);
     if swept.deleted > 0 {
         info!(
             accounts = swept.accounts,

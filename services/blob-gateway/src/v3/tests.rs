@@ -30,6 +30,7 @@ fn core(store: Arc<dyn ObjectStore>, order: CommitOrder) -> Core {
         store,
         limits: limits(),
         order,
+        metrics: Default::default(),
     }
 }
 
@@ -184,6 +185,7 @@ async fn refusals_name_the_reason_and_write_nothing() {
         store: memory.clone(),
         limits: small,
         order: CommitOrder::conditional(),
+        metrics: Default::default(),
     };
     assert!(matches!(
         commit(&tight, &alice(), request(0, 1, &[1], &[])).await,

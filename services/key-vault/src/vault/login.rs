@@ -105,9 +105,11 @@ impl Vault {
             })
             .await?;
         let Some(record) = counted else {
+            self.metrics.lockouts.inc();
             warn!("guess limit reached by abandoned logins; record erased");
             return Err(VaultError::KeyErased);
         };
+        self.metrics.guesses_spent.inc();
         let guesses = record.guesses;
         Span::current().record("guesses", guesses);
 
@@ -242,6 +244,7 @@ impl Vault {
                 }
             })
             .await?;
+        self.metrics.logins_succeeded.inc();
         Span::current().record("outcome", "success");
         info!("login succeeded; guesses reset");
         Ok(LoginOutcome::Success {
@@ -300,8 +303,10 @@ impl Vault {
                 ..
             }
         ) {
+            self.metrics.lockouts.inc();
             warn!("last guess was wrong; record erased");
         }
+        self.metrics.wrong_passwords.inc();
         Span::current().record("outcome", "wrong-password");
         info!(?outcome, "login failed");
         Ok(outcome)

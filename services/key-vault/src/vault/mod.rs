@@ -32,6 +32,7 @@ use tracing::error;
 use crate::clock::Clock;
 use crate::config::Policy;
 use crate::error::VaultError;
+use crate::metrics::VaultMetrics;
 use crate::secrets::VaultSecrets;
 use crate::store::{Ephemeral, EphemeralKind, RecordStore, Revision, StoredRow};
 use row::{AccountRow, RowState};
@@ -49,6 +50,7 @@ pub struct Vault {
     secrets: Arc<VaultSecrets>,
     policy: Policy,
     clock: Arc<dyn Clock>,
+    metrics: VaultMetrics,
 }
 
 /// What `GetVaultInfo` answers.
@@ -95,7 +97,14 @@ impl Vault {
             secrets,
             policy,
             clock,
+            metrics: VaultMetrics::default(),
         }
+    }
+
+    /// Counts guesses, logins and lockouts into `metrics`.
+    pub fn with_metrics(mut self, metrics: VaultMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn info(&self) -> VaultInfo {

@@ -121,6 +121,7 @@ impl Vault {
             })
             .await?;
         Span::current().record("replaced", replaced);
+        self.metrics.registrations.inc();
         info!(replaced, "password registration stored");
         Ok(())
     }
@@ -146,6 +147,7 @@ impl Vault {
             })
             .await?;
         Span::current().record("replaced", replaced);
+        self.metrics.registrations.inc();
         info!(replaced, "key-only record stored");
         Ok(())
     }
