@@ -22,8 +22,12 @@ deps:
 ## Build, start the stack, run simulated phones through the key and password
 ## flows, then a small fleet: 20 phones over 3 days, every lifecycle event.
 demo: up
-	target/debug/device-sim --s3-baseline --report-json $(E2EB_STATE_DIR)/demo-report.json
-	target/debug/device-sim fleet --devices 20 --days 3 --concurrency 8 --report-dir $(E2EB_STATE_DIR)/fleet
+	@echo; echo "== one phone with a 64-digit key, then one with a password (logs: $(E2EB_STATE_DIR)/logs/demo.log)"
+	@LOG_FILE=$(E2EB_STATE_DIR)/logs/demo.log \
+	  target/debug/device-sim --s3-baseline --report-json $(E2EB_STATE_DIR)/demo-report.json
+	@echo; echo "== a fleet: 20 phones living 3 days of backups, restores, password changes and lockouts"
+	@LOG_FILE=$(E2EB_STATE_DIR)/logs/demo.log \
+	  target/debug/device-sim fleet --devices 20 --days 3 --concurrency 8 --report-dir $(E2EB_STATE_DIR)/fleet
 
 ## Build and start local S3 and the blob gateway as processes on loopback.
 up: deps

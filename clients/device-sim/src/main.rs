@@ -348,6 +348,6 @@ fn print_password_report(report: &PasswordFlowReport) {
         report.account, report.max_guesses
     );
     for step in &report.steps {
-        println!("  {:<40} {:>6.2} s  {}", step.name, step.secs, step.outcome);
+        println!("  {:<42} {:>6.2} s  {}", step.name, step.secs, step.outcome);
     }
 }

@@ -25,6 +25,7 @@ async fn main() -> ExitCode {
     telemetry::init(&telemetry::LogArgs {
         log_format: telemetry::LogFormat::Plain,
         log_filter: cli.global.log_filter.clone(),
+        log_file: None,
     });
     let out = Output::new(cli.global.json);
     match run(cli, out).await {

@@ -4,6 +4,7 @@
 
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -19,6 +20,10 @@ pub struct LogArgs {
     /// Which events to log, in `tracing` env-filter syntax (e.g. `info,blob_gateway=debug`).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
+    /// Append log lines to this file instead of stderr (so a command's own
+    /// output stays alone on the terminal).
+    #[arg(long, env = "LOG_FILE")]
+    pub log_file: Option<std::path::PathBuf>,
 }
 
 /// Whether log lines get ANSI colours: only on a terminal, and never when
@@ -28,19 +33,35 @@ pub fn colour_wanted(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> b
     is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
-/// Installs the global subscriber; logs go to stderr so stdout stays for output.
-/// Calling it twice keeps the first subscriber.
+/// Installs the global subscriber; logs go to stderr (or `--log-file`) so
+/// stdout stays for output. Calling it twice keeps the first subscriber. A
+/// log file that cannot be opened is said once on stderr, and logs stay on
+/// stderr.
 pub fn init(args: &LogArgs) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_new(&args.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let colour = colour_wanted(
-        std::io::stderr().is_terminal(),
-        std::env::var_os("NO_COLOR").as_deref(),
-    );
+    let file = args.log_file.as_ref().and_then(|path| {
+        let opened = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        opened
+            .inspect_err(|error| eprintln!("cannot log to {}: {error}", path.display()))
+            .ok()
+    });
+    let colour = file.is_none()
+        && colour_wanted(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
+    let writer = match file {
+        Some(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match args.log_format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
