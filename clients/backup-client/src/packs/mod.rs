@@ -6,13 +6,19 @@
 //!
 //! - [`pack`]: the pack format (writer, trailer and header, chunk opening);
 //! - [`manifest`]: the sealed v3 manifest;
-//! - [`gateway`]: the client of the gateway's pack API.
+//! - [`gateway`]: the client of the gateway's pack API;
+//! - [`backup`] and [`restore`]: the operations, framed by the key vault's
+//!   backup pointer as in v2.
 //!
 //! Padding lengths come from the workspace's `padme` crate, the very
 //! function the gateway checks sizes with, so the two cannot disagree.
 
+pub mod backup;
 pub mod gateway;
 pub mod manifest;
 pub mod pack;
+pub mod restore;
 
+pub use backup::{PackBackupOptions, PackBackupReport, back_up_v3, back_up_v3_with};
 pub use gateway::PackGatewayClient;
+pub use restore::{restore_v3, restore_v3_any};

@@ -1,0 +1,387 @@
+//! Restore the committed generation of a format v3 backup onto an empty
+//! device directory.
+//!
+//! The served manifest is judged against the key vault's backup pointer
+//! first, exactly as in v2 ([`crate::freshness`]): a rollback or a
+//! substitution is refused before anything is written. The manifest is
+//! then checked for consistency (every chunk's pack exists, its sealed
+//! length fits its plain length, every file's chunks add up to its size).
+//! Only the chunks the files need are fetched: each pack is read in ranges
+//! that cover its needed chunks, neighbours merged when the gap between
+//! them is small, so a restore reads whole packs when it needs all of them
+//! and never reads a pack's padding or header. Every chunk is opened (its
+//! AEAD binds account and id) and checked against its id before it is
+//! written at each place the files use it. Files are assembled in the v2
+//! staging directory and moved into place only when all verified.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use e2eb_proto::backup::v3::Manifest;
+use futures::StreamExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tracing::info;
+
+use super::gateway::PackGatewayClient;
+use super::manifest::{self, ManifestError};
+use super::pack::{self, PackError, PackKeys, PackName};
+use crate::chunking::ChunkId;
+use crate::device_files;
+use crate::freshness;
+use crate::gateway::GatewayError;
+use crate::key::RootKey;
+use crate::restore::staging::Staging;
+use crate::restore::{IntegrityFailure, RestoreError, RestoreReport, ensure_empty};
+use crate::seal::OpenError;
+use crate::vault::{BackupRef, VaultClient};
+
+/// Two needed chunks of a pack closer than this are fetched in one range
+/// (the bytes between them are read and dropped).
+const MERGE_GAP: u64 = 256 * 1024;
+/// Largest range fetched at once.
+const MAX_RANGE: u64 = 32 * 1024 * 1024;
+/// Ranges fetched ahead of the one being written.
+const DOWNLOAD_CONCURRENCY: usize = 4;
+
+/// Restores the account's committed v3 generation into `target`, which must
+/// be absent or empty, after the vault's pointer vouched for it.
+pub async fn restore_v3(
+    gateway: &PackGatewayClient,
+    vault: &VaultClient,
+    account: &str,
+    key: &RootKey,
+    target: &Path,
+) -> Result<RestoreReport, RestoreError> {
+    restore_v3_any(gateway, vault, account, &[key], target).await
+}
+
+/// Restores with whichever of `keys` made the committed backup.
+pub async fn restore_v3_any(
+    gateway: &PackGatewayClient,
+    vault: &VaultClient,
+    account: &str,
+    keys: &[&RootKey],
+    target: &Path,
+) -> Result<RestoreReport, RestoreError> {
+    ensure_empty(target)?;
+    let pointer = vault.pointer().await?;
+    let Some(backup) = gateway.get_backup().await? else {
+        freshness::judge(&pointer, None)?;
+        return Err(RestoreError::NoBackup);
+    };
+    let sealed = gateway
+        .get_manifest(backup.generation, backup.manifest_size)
+        .await?;
+    let digest = manifest::digest(&sealed);
+    let served = BackupRef {
+        generation: backup.generation,
+        manifest_digest: digest,
+    };
+    let vouched = freshness::judge(&pointer, Some(served))?;
+    let (key, manifest) = open_with_any(keys, account, backup.generation, &sealed)?;
+    let plan = Plan::new(&manifest)?;
+
+    let staging = Staging::open(target, manifest.generation, &digest)?;
+    let mut report = RestoreReport {
+        generation: manifest.generation,
+        vouched,
+        key_id: hex::encode(key.key_id()),
+        files: manifest.files.len(),
+        ..RestoreReport::default()
+    };
+    let keys = PackKeys::new(key, account);
+    match restore_files(gateway, &keys, &manifest, &plan, &staging.dir, &mut report).await {
+        Ok(()) => {
+            staging.commit(target)?;
+            info!(
+                generation = report.generation,
+                files = report.files,
+                bytes = report.bytes,
+                "v3 restore verified"
+            );
+            Ok(report)
+        }
+        // Unreachable gateway: keep the staging directory for a new attempt.
+        Err(RestoreError::Gateway(error)) if error.is_retryable() => Err(error.into()),
+        Err(other) => {
+            staging.discard();
+            Err(other)
+        }
+    }
+}
+
+fn open_with_any<'k>(
+    keys: &[&'k RootKey],
+    account: &str,
+    generation: u64,
+    sealed: &[u8],
+) -> Result<(&'k RootKey, Manifest), RestoreError> {
+    let mut last = RestoreError::NoBackup;
+    for key in keys {
+        match manifest::open(key, account, generation, sealed) {
+            Ok(manifest) => return Ok((key, manifest)),
+            Err(ManifestError::OtherKey {
+                backup_key_id,
+                our_key_id,
+            }) => {
+                last = RestoreError::OtherKey {
+                    backup_key_id,
+                    given_key_id: our_key_id,
+                }
+            }
+            Err(ManifestError::KeyIdAltered) => return Err(RestoreError::ManifestTampered),
+            Err(ManifestError::Mismatch) => return Err(RestoreError::ManifestMismatch),
+            Err(ManifestError::Damaged | ManifestError::Malformed | ManifestError::NotV3) => {
+                return Err(RestoreError::WrongKeyOrForeignBackup);
+            }
+        }
+    }
+    Err(last)
+}
+
+/// One chunk to fetch and where the files use it.
+struct Needed {
+    id: ChunkId,
+    offset: u64,
+    sealed_length: u32,
+    plain_length: u32,
+    /// (file index, byte offset in the file), first use first.
+    uses: Vec<(usize, u64)>,
+}
+
+/// One ranged read of a pack and the chunks it covers.
+struct Range {
+    pack: PackName,
+    offset: u64,
+    length: u64,
+    chunks: Vec<Needed>,
+}
+
+/// What to fetch, checked against the manifest's own claims.
+struct Plan {
+    ranges: Vec<Range>,
+}
+
+impl Plan {
+    fn new(manifest: &Manifest) -> Result<Self, RestoreError> {
+        let packs: Vec<PackName> = manifest
+            .packs
+            .iter()
+            .map(|name| PackName::parse(name).ok_or(RestoreError::ManifestMismatch))
+            .collect::<Result<_, _>>()?;
+        let mut uses: Vec<Vec<(usize, u64)>> = vec![Vec::new(); manifest.chunks.len()];
+        for (file_index, file) in manifest.files.iter().enumerate() {
+            let mut at = 0u64;
+            for &chunk in &file.chunks {
+                let location = manifest
+                    .chunks
+                    .get(chunk as usize)
+                    .ok_or_else(|| integrity(&file.path, IntegrityFailure::WrongChunk))?;
+                uses[chunk as usize].push((file_index, at));
+                at += u64::from(location.plain_length);
+            }
+            if at != file.size {
+                return Err(integrity(&file.path, IntegrityFailure::WrongSize));
+            }
+        }
+        // Needed chunks by pack, in pack order.
+        let mut by_pack: BTreeMap<u32, Vec<Needed>> = BTreeMap::new();
+        for (chunk, uses) in manifest.chunks.iter().zip(uses) {
+            let Some(&(first_file, _)) = uses.first() else {
+                continue;
+            };
+            let path = &manifest.files[first_file].path;
+            let id = ChunkId(
+                chunk
+                    .id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| integrity(path, IntegrityFailure::WrongChunk))?,
+            );
+            let expected = pack::sealed_chunk_len(chunk.plain_length.into());
+            if chunk.pack as usize >= packs.len() || u64::from(chunk.sealed_length) != expected {
+                return Err(integrity(path, IntegrityFailure::WrongSize));
+            }
+            by_pack.entry(chunk.pack).or_default().push(Needed {
+                id,
+                offset: chunk.offset,
+                sealed_length: chunk.sealed_length,
+                plain_length: chunk.plain_length,
+                uses,
+            });
+        }
+        let mut ranges = Vec::new();
+        for (pack, mut needed) in by_pack {
+            needed.sort_by_key(|n| n.offset);
+            let mut current: Option<Range> = None;
+            for chunk in needed {
+                let end = chunk.offset + u64::from(chunk.sealed_length);
+                if let Some(range) = &mut current {
+                    let range_end = range.offset + range.length;
+                    if chunk.offset >= range_end
+                        && chunk.offset - range_end <= MERGE_GAP
+                        && end - range.offset <= MAX_RANGE
+                    {
+                        range.length = end - range.offset;
+                        range.chunks.push(chunk);
+                        continue;
+                    }
+                    ranges.push(current.take().expect("a range is open"));
+                }
+                current = Some(Range {
+                    pack: packs[pack as usize].clone(),
+                    offset: chunk.offset,
+                    length: u64::from(chunk.sealed_length),
+                    chunks: vec![chunk],
+                });
+            }
+            ranges.extend(current);
+        }
+        Ok(Self { ranges })
+    }
+}
+
+fn integrity(path: &str, reason: IntegrityFailure) -> RestoreError {
+    RestoreError::Integrity {
+        path: path.to_string(),
+        reason,
+    }
+}
+
+async fn restore_files(
+    gateway: &PackGatewayClient,
+    keys: &PackKeys,
+    manifest: &Manifest,
+    plan: &Plan,
+    staging: &Path,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    let mut paths: Vec<PathBuf> = Vec::with_capacity(manifest.files.len());
+    for file in &manifest.files {
+        let destination =
+            device_files::resolve(staging, &file.path).ok_or_else(|| RestoreError::UnsafePath {
+                path: file.path.clone(),
+            })?;
+        let write_error = |source| RestoreError::WriteDevice {
+            path: file.path.clone(),
+            source,
+        };
+        if let Some(parent) = destination.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(write_error)?;
+        }
+        let created = tokio::fs::File::create(&destination)
+            .await
+            .map_err(write_error)?;
+        created.set_len(file.size).await.map_err(write_error)?;
+        paths.push(destination);
+    }
+    for dir in &manifest.empty_dirs {
+        let destination = device_files::resolve(staging, dir)
+            .ok_or_else(|| RestoreError::UnsafePath { path: dir.clone() })?;
+        tokio::fs::create_dir_all(&destination)
+            .await
+            .map_err(|source| RestoreError::WriteDevice {
+                path: dir.clone(),
+                source,
+            })?;
+    }
+
+    let mut fetched = futures::stream::iter(&plan.ranges)
+        .map(|range| async move {
+            let bytes = gateway
+                .get_pack_range(&range.pack, range.offset, range.length)
+                .await;
+            (range, bytes)
+        })
+        .buffered(DOWNLOAD_CONCURRENCY);
+    while let Some((range, bytes)) = fetched.next().await {
+        let first_path = |chunk: &Needed| manifest.files[chunk.uses[0].0].path.as_str();
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(GatewayError::Oversized { .. }) => {
+                return Err(integrity(
+                    first_path(&range.chunks[0]),
+                    IntegrityFailure::Oversized,
+                ));
+            }
+            Err(GatewayError::NotFound(_)) => {
+                return Err(RestoreError::MissingFile {
+                    path: first_path(&range.chunks[0]).to_string(),
+                });
+            }
+            Err(other) => return Err(other.into()),
+        };
+        report.downloaded_bytes += bytes.len() as u64;
+        for chunk in &range.chunks {
+            let start = (chunk.offset - range.offset) as usize;
+            let end = start + chunk.sealed_length as usize;
+            let Some(sealed) = bytes.get(start..end) else {
+                return Err(integrity(
+                    first_path(chunk),
+                    IntegrityFailure::Open(OpenError::Truncated),
+                ));
+            };
+            let plain = keys
+                .open_chunk(&chunk.id, sealed, chunk.plain_length)
+                .map_err(|error| integrity(first_path(chunk), failure_of(error)))?;
+            report.downloaded_chunks += 1;
+            for &(file, at) in &chunk.uses {
+                write_at(&paths[file], &manifest.files[file].path, at, &plain).await?;
+            }
+        }
+    }
+
+    for (file, path) in manifest.files.iter().zip(&paths) {
+        let write_error = |source| RestoreError::WriteDevice {
+            path: file.path.clone(),
+            source,
+        };
+        let handle = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .await
+            .map_err(write_error)?;
+        handle.sync_all().await.map_err(write_error)?;
+        #[cfg(unix)]
+        if file.mode != 0 {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::Permissions::from_mode(file.mode & 0o7777);
+            tokio::fs::set_permissions(path, mode)
+                .await
+                .map_err(write_error)?;
+        }
+        report.bytes += file.size;
+    }
+    Ok(())
+}
+
+fn failure_of(error: PackError) -> IntegrityFailure {
+    match error {
+        PackError::ChunkDamaged(open) => IntegrityFailure::Open(open),
+        PackError::WrongChunk => IntegrityFailure::WrongChunk,
+        PackError::WrongLength { .. } => IntegrityFailure::WrongSize,
+        // Header and trailer errors come from reading a pack's end, which
+        // a restore never does.
+        _ => IntegrityFailure::Open(OpenError::Damaged),
+    }
+}
+
+async fn write_at(path: &Path, name: &str, at: u64, plain: &[u8]) -> Result<(), RestoreError> {
+    let write_error = |source| RestoreError::WriteDevice {
+        path: name.to_string(),
+        source,
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .await
+        .map_err(write_error)?;
+    file.seek(std::io::SeekFrom::Start(at))
+        .await
+        .map_err(write_error)?;
+    file.write_all(plain).await.map_err(write_error)?;
+    file.flush().await.map_err(write_error)?;
+    Ok(())
+}
