@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 
 use account_token::Audience;
 use backup_client::chunking::{ChunkIds, GearTable, keyed_file_chunks};
-use backup_client::freshness::FreshnessError;
+use backup_client::freshness::{FreshnessError, Vouched};
+use backup_client::packs::manifest;
 use backup_client::packs::pack::{PackKeys, PackName, PackWriter};
 use backup_client::packs::{
     PackBackupOptions, PackGatewayClient, back_up_v3, back_up_v3_with, restore_v3,
 };
+use backup_client::vault::BackupRef;
 use backup_client::{BackupError, IntegrityFailure, RestoreError, RootKey};
 use device_sim::day::{DayActivity, live_one_day};
 use device_sim::phone;
@@ -263,4 +265,52 @@ async fn a_rolled_back_v3_backup_is_refused_and_never_built_upon() {
         ),
         "{error:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v3_commit_whose_confirmation_was_lost_restores_as_pending_and_the_next_backup_settles_it()
+ {
+    let stack = stack().await;
+    let phone_dir = small_phone(stack.dir(), 34);
+    let gateway = client(&stack, ALICE);
+    let key = RootKey::generate();
+    let vault = stack.enable_key_backup(ALICE, &key).await;
+    back_up_v3(&gateway, &vault, ALICE, &key, &phone_dir)
+        .await
+        .unwrap();
+
+    // Generation 2 announced and committed; the confirmation never came.
+    let backup = gateway.get_backup().await.unwrap().unwrap();
+    let sealed_1 = gateway.get_manifest(1, backup.manifest_size).await.unwrap();
+    let mut next = manifest::open(&key, ALICE, 1, &sealed_1).unwrap();
+    next.generation = 2;
+    next.previous_digest = manifest::digest(&sealed_1).to_vec();
+    let sealed_2 = manifest::seal(&key, &next);
+    let announced = BackupRef {
+        generation: 2,
+        manifest_digest: manifest::digest(&sealed_2),
+    };
+    vault.set_pending(&key, announced, &key).await.unwrap();
+    gateway
+        .commit(1, sealed_2, next.packs.clone(), Vec::new())
+        .await
+        .unwrap();
+
+    let restored = stack.dir().join("restored");
+    let report = restore_v3(&gateway, &vault, ALICE, &key, &restored)
+        .await
+        .unwrap();
+    assert_eq!(report.generation, 2);
+    assert_eq!(report.vouched, Some(Vouched::Pending));
+    assert!(same_tree(&phone_dir, &restored));
+
+    let settled = back_up_v3(&gateway, &vault, ALICE, &key, &phone_dir)
+        .await
+        .unwrap();
+    assert_eq!(settled.settled_generation, Some(2));
+    assert_eq!(settled.generation, 3);
+    assert_eq!(settled.new_chunks, 0);
+    let pointer = vault.pointer().await.unwrap();
+    assert_eq!(pointer.committed.map(|c| c.generation), Some(3));
+    assert!(pointer.pending.is_none());
 }

@@ -167,7 +167,10 @@ impl Plan {
         let packs: Vec<PackName> = manifest
             .packs
             .iter()
-            .map(|name| PackName::parse(name).ok_or(RestoreError::ManifestMismatch))
+            .map(|name| {
+                PackName::parse(name)
+                    .ok_or_else(|| integrity("(manifest)", IntegrityFailure::WrongChunk))
+            })
             .collect::<Result<_, _>>()?;
         let mut uses: Vec<Vec<(usize, u64)>> = vec![Vec::new(); manifest.chunks.len()];
         for (file_index, file) in manifest.files.iter().enumerate() {
@@ -296,6 +299,7 @@ async fn restore_files(
             (range, bytes)
         })
         .buffered(DOWNLOAD_CONCURRENCY);
+    let mut writer = Writer::default();
     while let Some((range, bytes)) = fetched.next().await {
         let first_path = |chunk: &Needed| manifest.files[chunk.uses[0].0].path.as_str();
         let bytes = match bytes {
@@ -328,11 +332,20 @@ async fn restore_files(
                 .map_err(|error| integrity(first_path(chunk), failure_of(error)))?;
             report.downloaded_chunks += 1;
             for &(file, at) in &chunk.uses {
-                write_at(&paths[file], &manifest.files[file].path, at, &plain).await?;
+                writer
+                    .write_at(file, &paths[file], &manifest.files[file].path, at, &plain)
+                    .await?;
             }
         }
     }
 
+    writer
+        .finish()
+        .await
+        .map_err(|source| RestoreError::WriteDevice {
+            path: staging.display().to_string(),
+            source,
+        })?;
     for (file, path) in manifest.files.iter().zip(&paths) {
         let write_error = |source| RestoreError::WriteDevice {
             path: file.path.clone(),
@@ -368,20 +381,175 @@ fn failure_of(error: PackError) -> IntegrityFailure {
     }
 }
 
-async fn write_at(path: &Path, name: &str, at: u64, plain: &[u8]) -> Result<(), RestoreError> {
-    let write_error = |source| RestoreError::WriteDevice {
-        path: name.to_string(),
-        source,
-    };
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .await
-        .map_err(write_error)?;
-    file.seek(std::io::SeekFrom::Start(at))
-        .await
-        .map_err(write_error)?;
-    file.write_all(plain).await.map_err(write_error)?;
-    file.flush().await.map_err(write_error)?;
-    Ok(())
+/// Writes plaintext into the staged files, keeping the last file open:
+/// the chunks of a pack mostly follow file order, so most writes go to the
+/// file the previous one went to.
+#[derive(Default)]
+struct Writer {
+    open: Option<(usize, tokio::fs::File)>,
+}
+
+impl Writer {
+    async fn write_at(
+        &mut self,
+        index: usize,
+        path: &Path,
+        name: &str,
+        at: u64,
+        plain: &[u8],
+    ) -> Result<(), RestoreError> {
+        let write_error = |source| RestoreError::WriteDevice {
+            path: name.to_string(),
+            source,
+        };
+        if self.open.as_ref().map(|(open, _)| *open) != Some(index) {
+            if let Some((_, mut previous)) = self.open.take() {
+                previous.flush().await.map_err(write_error)?;
+            }
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .await
+                .map_err(write_error)?;
+            self.open = Some((index, file));
+        }
+        let (_, file) = self.open.as_mut().expect("a file is open");
+        file.seek(std::io::SeekFrom::Start(at))
+            .await
+            .map_err(write_error)?;
+        file.write_all(plain).await.map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn finish(mut self) -> std::io::Result<()> {
+        if let Some((_, mut file)) = self.open.take() {
+            file.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use e2eb_proto::backup::v3::{ChunkLocation, FileEntry};
+
+    fn chunk(id: u8, pack: u32, offset: u64, plain: u32) -> ChunkLocation {
+        ChunkLocation {
+            id: vec![id; 32],
+            pack,
+            offset,
+            sealed_length: pack::sealed_chunk_len(plain.into()) as u32,
+            plain_length: plain,
+        }
+    }
+
+    fn file(path: &str, chunks: &[u32], size: u64) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            size,
+            chunks: chunks.to_vec(),
+            ..FileEntry::default()
+        }
+    }
+
+    fn manifest() -> Manifest {
+        let sealed = |plain: u32| pack::sealed_chunk_len(plain.into());
+        Manifest {
+            account_id: "alice".into(),
+            generation: 1,
+            packs: vec!["a".repeat(64), "b".repeat(64)],
+            chunks: vec![
+                chunk(0, 0, 0, 1000),
+                // Right after chunk 0: merged into its range.
+                chunk(1, 0, sealed(1000), 2000),
+                // 1 MiB further on: a range of its own.
+                chunk(2, 0, (1 << 20) + 5000, 3000),
+                // Referenced by no file: never fetched.
+                chunk(3, 1, 0, 10),
+                chunk(4, 1, 100, 500),
+            ],
+            files: vec![
+                file("a.db", &[0, 1, 2], 6000),
+                file("b.jpg", &[4, 0], 1500),
+                file("empty", &[], 0),
+            ],
+            ..Manifest::default()
+        }
+    }
+
+    #[test]
+    fn only_needed_chunks_are_fetched_in_merged_ranges() {
+        let plan = Plan::new(&manifest()).unwrap();
+        let ranges: Vec<(String, u64, usize)> = plan
+            .ranges
+            .iter()
+            .map(|r| (r.pack.as_str()[..1].to_string(), r.offset, r.chunks.len()))
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                ("a".to_string(), 0, 2),
+                ("a".to_string(), (1 << 20) + 5000, 1),
+                ("b".to_string(), 100, 1),
+            ]
+        );
+        let first = &plan.ranges[0];
+        assert_eq!(
+            first.length,
+            pack::sealed_chunk_len(1000) + pack::sealed_chunk_len(2000)
+        );
+        // Chunk 0 is written into both files that use it, at their offsets.
+        assert_eq!(first.chunks[0].uses, [(0, 0), (1, 500)]);
+        assert_eq!(first.chunks[1].uses, [(0, 1000)]);
+    }
+
+    #[test]
+    fn an_inconsistent_manifest_is_refused_before_anything_is_fetched() {
+        let mut wrong_size = manifest();
+        wrong_size.files[0].size = 6001;
+        assert!(matches!(
+            Plan::new(&wrong_size),
+            Err(RestoreError::Integrity {
+                reason: IntegrityFailure::WrongSize,
+                ..
+            })
+        ));
+        let mut no_such_chunk = manifest();
+        no_such_chunk.files[1].chunks.push(99);
+        assert!(matches!(
+            Plan::new(&no_such_chunk),
+            Err(RestoreError::Integrity {
+                reason: IntegrityFailure::WrongChunk,
+                ..
+            })
+        ));
+        let mut no_such_pack = manifest();
+        no_such_pack.chunks[4].pack = 7;
+        assert!(matches!(
+            Plan::new(&no_such_pack),
+            Err(RestoreError::Integrity {
+                reason: IntegrityFailure::WrongSize,
+                ..
+            })
+        ));
+        let mut sealed_too_long = manifest();
+        sealed_too_long.chunks[2].sealed_length += 1;
+        assert!(matches!(
+            Plan::new(&sealed_too_long),
+            Err(RestoreError::Integrity {
+                reason: IntegrityFailure::WrongSize,
+                ..
+            })
+        ));
+        let mut bad_name = manifest();
+        bad_name.packs[1] = "../x".into();
+        assert!(matches!(
+            Plan::new(&bad_name),
+            Err(RestoreError::Integrity {
+                reason: IntegrityFailure::WrongChunk,
+                ..
+            })
+        ));
+    }
 }
