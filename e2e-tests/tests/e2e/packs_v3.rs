@@ -82,6 +82,7 @@ async fn v3_backup_restores_exactly_from_padded_packs_and_sends_only_new_chunks(
     let gateway = client(&stack, ALICE);
     let key = RootKey::generate();
     let vault = stack.enable_key_backup(ALICE, &key).await;
+    std::fs::create_dir_all(phone_dir.join("Backups/none-yet")).unwrap();
 
     let first = back_up_v3_with(&gateway, &vault, ALICE, &key, &key, &phone_dir, SMALL_PACKS)
         .await
@@ -111,6 +112,7 @@ async fn v3_backup_restores_exactly_from_padded_packs_and_sends_only_new_chunks(
         .unwrap();
     assert_eq!(report.generation, 1);
     assert!(same_tree(&phone_dir, &restored));
+    assert!(restored.join("Backups/none-yet").is_dir());
 
     // Nothing changed: nothing is sent but the manifest.
     let unchanged = back_up_v3_with(&gateway, &vault, ALICE, &key, &key, &phone_dir, SMALL_PACKS)
@@ -313,4 +315,43 @@ async fn a_v3_commit_whose_confirmation_was_lost_restores_as_pending_and_the_nex
     let pointer = vault.pointer().await.unwrap();
     assert_eq!(pointer.committed.map(|c| c.generation), Some(3));
     assert!(pointer.pending.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_v3_backup_fills_16_mib_packs_uploaded_in_bounded_messages() {
+    use rand::{RngCore, SeedableRng};
+    let stack = stack().await;
+    let phone_dir = stack.dir().join("phone-with-a-video");
+    std::fs::create_dir_all(phone_dir.join("Media")).unwrap();
+    let mut video = vec![0u8; 40 << 20];
+    rand::rngs::StdRng::seed_from_u64(35).fill_bytes(&mut video);
+    std::fs::write(phone_dir.join("Media/video.mp4"), &video).unwrap();
+    std::fs::write(phone_dir.join("notes.txt"), b"hello").unwrap();
+    let gateway = client(&stack, ALICE);
+    let key = RootKey::generate();
+    let vault = stack.enable_key_backup(ALICE, &key).await;
+
+    let report = back_up_v3(&gateway, &vault, ALICE, &key, &phone_dir)
+        .await
+        .unwrap();
+    // 40 MiB of sealed chunks: two full packs and the rest.
+    assert_eq!(report.uploaded_packs, 3, "{report:?}");
+    let mut sizes: Vec<u64> = packs(&stack)
+        .iter()
+        .map(|(_, bytes)| bytes.len() as u64)
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes.len(), 3);
+    for size in &sizes {
+        assert!(padme::is_padded(*size));
+    }
+    assert!(sizes[1] >= 16 << 20 && sizes[2] <= 18 << 20, "{sizes:?}");
+
+    let restored = stack.dir().join("restored");
+    let restore = restore_v3(&gateway, &vault, ALICE, &key, &restored)
+        .await
+        .unwrap();
+    assert!(same_tree(&phone_dir, &restored));
+    // Only chunks were read: no padding, header or trailer.
+    assert!(restore.downloaded_bytes < sizes.iter().sum::<u64>());
 }

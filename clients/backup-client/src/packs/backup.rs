@@ -316,6 +316,10 @@ pub async fn back_up_v3_with(
             .map(|s| s.manifest_digest.to_vec())
             .unwrap_or_default(),
         files: entries,
+        empty_dirs: empty_dirs(device_root).map_err(|source| BackupError::ReadDevice {
+            path: device_root.display().to_string(),
+            source,
+        })?,
         ..Manifest::default()
     });
     report.distinct_chunks = manifest.chunks.len();
@@ -369,6 +373,34 @@ fn mode_of(path: &Path) -> u32 {
         let _ = path;
         0
     }
+}
+
+/// Directories under `root` with nothing in them, relative with '/'
+/// separators, sorted: a restore creates them (and so their parents).
+fn empty_dirs(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::new()];
+    while let Some(relative) = dirs.pop() {
+        let mut empty = true;
+        for entry in std::fs::read_dir(root.join(&relative))? {
+            let entry = entry?;
+            empty = false;
+            if entry.file_type()?.is_dir() {
+                dirs.push(relative.join(entry.file_name()));
+            }
+        }
+        if empty && !relative.as_os_str().is_empty() {
+            let path = relative.to_str().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("directory name is not UTF-8: {}", relative.display()),
+                )
+            })?;
+            out.push(path.replace(std::path::MAIN_SEPARATOR, "/"));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// A chunk's location as a manifest records it.
@@ -549,5 +581,23 @@ impl ManifestBuilder {
             chunks: self.chunks,
             ..manifest
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_directories_are_listed_with_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("Media/Voice/2026")).unwrap();
+        std::fs::create_dir_all(dir.path().join("Backups")).unwrap();
+        std::fs::create_dir_all(dir.path().join("Media/Images")).unwrap();
+        std::fs::write(dir.path().join("Media/Images/a.jpg"), b"x").unwrap();
+        assert_eq!(
+            empty_dirs(dir.path()).unwrap(),
+            ["Backups", "Media/Voice/2026"]
+        );
     }
 }
