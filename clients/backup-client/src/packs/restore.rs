@@ -12,20 +12,23 @@
 //! and never reads a pack's padding or header. Every chunk is opened (its
 //! AEAD binds account and id) and checked against its id before it is
 //! written at each place the files use it. Files are assembled in the v2
-//! staging directory and moved into place only when all verified.
+//! staging directory and moved into place only when all verified. When
+//! the gateway becomes unreachable the staging directory stays (it is
+//! bound to the manifest digest); the next attempt keeps every staged file
+//! whose chunks all read back with their ids and fetches the rest.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use e2eb_proto::backup::v3::Manifest;
 use futures::StreamExt;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tracing::info;
 
 use super::gateway::PackGatewayClient;
 use super::manifest::{self, ManifestError};
 use super::pack::{self, PackError, PackKeys, PackName};
-use crate::chunking::ChunkId;
+use crate::chunking::{ChunkId, ChunkIds};
 use crate::device_files;
 use crate::freshness;
 use crate::gateway::GatewayError;
@@ -79,9 +82,14 @@ pub async fn restore_v3_any(
     };
     let vouched = freshness::judge(&pointer, Some(served))?;
     let (key, manifest) = open_with_any(keys, account, backup.generation, &sealed)?;
-    let plan = Plan::new(&manifest)?;
+    // Checked before anything is written.
+    Plan::new(&manifest, &[])?;
 
     let staging = Staging::open(target, manifest.generation, &digest)?;
+    // A staging directory left by an interrupted restore of this very
+    // backup: the files that read back whole are kept.
+    let done = staged_files(&manifest, &staging.dir, &ChunkIds::new(key)).await;
+    let plan = Plan::new(&manifest, &done)?;
     let mut report = RestoreReport {
         generation: manifest.generation,
         vouched,
@@ -90,7 +98,16 @@ pub async fn restore_v3_any(
         ..RestoreReport::default()
     };
     let keys = PackKeys::new(key, account);
-    match restore_files(gateway, &keys, &manifest, &plan, &staging.dir, &mut report).await {
+    let outcome = restore_files(
+        gateway,
+        &keys,
+        &manifest,
+        (&plan, &done),
+        &staging.dir,
+        &mut report,
+    )
+    .await;
+    match outcome {
         Ok(()) => {
             staging.commit(target)?;
             info!(
@@ -163,7 +180,9 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(manifest: &Manifest) -> Result<Self, RestoreError> {
+    /// The plan for the files not marked in `done` (a file index past its
+    /// end is not done).
+    fn new(manifest: &Manifest, done: &[bool]) -> Result<Self, RestoreError> {
         let packs: Vec<PackName> = manifest
             .packs
             .iter()
@@ -180,7 +199,9 @@ impl Plan {
                     .chunks
                     .get(chunk as usize)
                     .ok_or_else(|| integrity(&file.path, IntegrityFailure::WrongChunk))?;
-                uses[chunk as usize].push((file_index, at));
+                if !done.get(file_index).copied().unwrap_or(false) {
+                    uses[chunk as usize].push((file_index, at));
+                }
                 at += u64::from(location.plain_length);
             }
             if at != file.size {
@@ -255,12 +276,12 @@ async fn restore_files(
     gateway: &PackGatewayClient,
     keys: &PackKeys,
     manifest: &Manifest,
-    plan: &Plan,
+    (plan, done): (&Plan, &[bool]),
     staging: &Path,
     report: &mut RestoreReport,
 ) -> Result<(), RestoreError> {
     let mut paths: Vec<PathBuf> = Vec::with_capacity(manifest.files.len());
-    for file in &manifest.files {
+    for (index, file) in manifest.files.iter().enumerate() {
         let destination =
             device_files::resolve(staging, &file.path).ok_or_else(|| RestoreError::UnsafePath {
                 path: file.path.clone(),
@@ -269,6 +290,10 @@ async fn restore_files(
             path: file.path.clone(),
             source,
         };
+        if done.get(index).copied().unwrap_or(false) {
+            paths.push(destination);
+            continue;
+        }
         if let Some(parent) = destination.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
@@ -368,6 +393,49 @@ async fn restore_files(
         report.bytes += file.size;
     }
     Ok(())
+}
+
+/// Which files of `manifest` the staging directory already holds whole:
+/// the right size, and every chunk reads back with its id.
+async fn staged_files(manifest: &Manifest, staging: &Path, ids: &ChunkIds) -> Vec<bool> {
+    let mut done = Vec::with_capacity(manifest.files.len());
+    for file in &manifest.files {
+        let whole = match device_files::resolve(staging, &file.path) {
+            Some(path) => reads_back(manifest, file, &path, ids)
+                .await
+                .unwrap_or(false),
+            None => false,
+        };
+        done.push(whole);
+    }
+    done
+}
+
+async fn reads_back(
+    manifest: &Manifest,
+    file: &e2eb_proto::backup::v3::FileEntry,
+    path: &Path,
+    ids: &ChunkIds,
+) -> std::io::Result<bool> {
+    let mut staged = tokio::fs::File::open(path).await?;
+    if staged.metadata().await?.len() != file.size {
+        return Ok(false);
+    }
+    let mut buffer = Vec::new();
+    for &index in &file.chunks {
+        let Some(chunk) = manifest.chunks.get(index as usize) else {
+            return Ok(false);
+        };
+        let Ok(id) = <[u8; 32]>::try_from(chunk.id.as_slice()).map(ChunkId) else {
+            return Ok(false);
+        };
+        buffer.resize(chunk.plain_length as usize, 0);
+        staged.read_exact(&mut buffer).await?;
+        if !ids.verify(&id, &buffer) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn failure_of(error: PackError) -> IntegrityFailure {
@@ -480,7 +548,7 @@ mod tests {
 
     #[test]
     fn only_needed_chunks_are_fetched_in_merged_ranges() {
-        let plan = Plan::new(&manifest()).unwrap();
+        let plan = Plan::new(&manifest(), &[]).unwrap();
         let ranges: Vec<(String, u64, usize)> = plan
             .ranges
             .iter()
@@ -509,7 +577,7 @@ mod tests {
         let mut wrong_size = manifest();
         wrong_size.files[0].size = 6001;
         assert!(matches!(
-            Plan::new(&wrong_size),
+            Plan::new(&wrong_size, &[]),
             Err(RestoreError::Integrity {
                 reason: IntegrityFailure::WrongSize,
                 ..
@@ -518,7 +586,7 @@ mod tests {
         let mut no_such_chunk = manifest();
         no_such_chunk.files[1].chunks.push(99);
         assert!(matches!(
-            Plan::new(&no_such_chunk),
+            Plan::new(&no_such_chunk, &[]),
             Err(RestoreError::Integrity {
                 reason: IntegrityFailure::WrongChunk,
                 ..
@@ -527,7 +595,7 @@ mod tests {
         let mut no_such_pack = manifest();
         no_such_pack.chunks[4].pack = 7;
         assert!(matches!(
-            Plan::new(&no_such_pack),
+            Plan::new(&no_such_pack, &[]),
             Err(RestoreError::Integrity {
                 reason: IntegrityFailure::WrongSize,
                 ..
@@ -536,7 +604,7 @@ mod tests {
         let mut sealed_too_long = manifest();
         sealed_too_long.chunks[2].sealed_length += 1;
         assert!(matches!(
-            Plan::new(&sealed_too_long),
+            Plan::new(&sealed_too_long, &[]),
             Err(RestoreError::Integrity {
                 reason: IntegrityFailure::WrongSize,
                 ..
@@ -545,11 +613,26 @@ mod tests {
         let mut bad_name = manifest();
         bad_name.packs[1] = "../x".into();
         assert!(matches!(
-            Plan::new(&bad_name),
+            Plan::new(&bad_name, &[]),
             Err(RestoreError::Integrity {
                 reason: IntegrityFailure::WrongChunk,
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn files_staged_whole_are_not_fetched_again() {
+        // File 0 done: only chunk 4 (b.jpg) and chunk 0 (b.jpg's too).
+        let plan = Plan::new(&manifest(), &[true, false, false]).unwrap();
+        let fetched: Vec<(u64, Vec<(usize, u64)>)> = plan
+            .ranges
+            .iter()
+            .flat_map(|r| &r.chunks)
+            .map(|c| (c.offset, c.uses.clone()))
+            .collect();
+        assert_eq!(fetched, [(0, vec![(1, 500)]), (100, vec![(1, 0)])]);
+        let everything_done = Plan::new(&manifest(), &[true, true, true]).unwrap();
+        assert!(everything_done.ranges.is_empty());
     }
 }
