@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use account_token::BearerToken;
 use e2eb_proto::storage::v3::blob_gateway_client::BlobGatewayClient;
@@ -26,6 +27,10 @@ use crate::gateway::{GatewayError, MAX_MESSAGE_LEN, lazy_channels};
 
 /// Bytes of pack data per upload message (the gateway's limit).
 pub const MESSAGE_DATA_LEN: usize = 1024 * 1024;
+/// The slowest transfer rate a pack upload or download is given time for:
+/// a 16 MiB pack may take 64 s on a poor mobile uplink, more than the
+/// per-call deadline of small calls (30 s by default).
+const SLOWEST_BYTES_PER_SECOND: u64 = 256 * 1024;
 /// The reason metadata of a commit refused for packs the gateway lacks.
 const MISSING_PACKS: &str = "missing-packs";
 
@@ -78,10 +83,16 @@ impl PackGatewayClient {
         F: FnMut(Inner) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        self.endpoints
-            .call(what, Idempotency::Idempotent, attempt)
-            .await
-            .map_err(|failed| failed.error.into())
+        call_on(&self.endpoints, what, attempt).await
+    }
+
+    /// The endpoints with a per-attempt deadline long enough to move
+    /// `bytes` at [`SLOWEST_BYTES_PER_SECOND`] (never shorter than the
+    /// policy's); same counters, clock and current endpoint.
+    fn for_transfer(&self, bytes: u64) -> Endpoints<Inner> {
+        let mut retry = self.endpoints.retry().clone();
+        retry.policy.call_timeout = transfer_deadline(retry.policy.call_timeout, bytes);
+        self.endpoints.clone().with_retry(retry)
     }
 
     /// The committed generation, or `None` when the account has no backup.
@@ -126,7 +137,8 @@ impl PackGatewayClient {
     /// Uploads a whole pack under `name`, in messages of at most 1 MiB.
     pub async fn put_pack(&self, name: &PackName, pack: Arc<[u8]>) -> Result<(), GatewayError> {
         let name = name.as_str();
-        self.call("PutPack", |mut inner| {
+        let endpoints = self.for_transfer(pack.len() as u64);
+        call_on(&endpoints, "PutPack", |mut inner| {
             let pack = pack.clone();
             async move {
                 let header = PutPackRequest {
@@ -162,7 +174,8 @@ impl PackGatewayClient {
         length: u64,
     ) -> Result<Vec<u8>, GatewayError> {
         let name = name.as_str();
-        self.call("GetPack", |mut inner| async move {
+        let endpoints = self.for_transfer(length);
+        call_on(&endpoints, "GetPack", |mut inner| async move {
             let request = GetPackRequest {
                 name: name.to_string(),
                 offset,
@@ -250,5 +263,44 @@ impl PackGatewayClient {
                 .deleted_objects)
         })
         .await
+    }
+}
+
+async fn call_on<T, F, Fut>(
+    endpoints: &Endpoints<Inner>,
+    what: &'static str,
+    attempt: F,
+) -> Result<T, GatewayError>
+where
+    F: FnMut(Inner) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    endpoints
+        .call(what, Idempotency::Idempotent, attempt)
+        .await
+        .map_err(|failed| failed.error.into())
+}
+
+/// The deadline of one attempt to move `bytes`: `base`, or the time
+/// `bytes` take at [`SLOWEST_BYTES_PER_SECOND`] when that is longer.
+fn transfer_deadline(base: Duration, bytes: u64) -> Duration {
+    base.max(Duration::from_secs(
+        bytes.div_ceil(SLOWEST_BYTES_PER_SECOND),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_transfers_get_a_longer_deadline_small_ones_the_policys() {
+        let base = Duration::from_secs(30);
+        assert_eq!(transfer_deadline(base, 1024), base);
+        assert_eq!(transfer_deadline(base, 16 << 20), Duration::from_secs(64));
+        assert_eq!(
+            transfer_deadline(Duration::from_secs(120), 16 << 20),
+            Duration::from_secs(120)
+        );
     }
 }
