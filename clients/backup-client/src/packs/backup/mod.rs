@@ -20,20 +20,21 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use e2eb_proto::backup::v3::{ChunkLocation, FileEntry, Manifest};
-use e2eb_proto::storage::v3::PackInfo;
+use e2eb_proto::backup::v3::{FileEntry, Manifest};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+mod known;
+
 use super::gateway::PackGatewayClient;
 use super::manifest;
-use super::pack::{self, FinishedPack, PackKeys, PackName, PackWriter};
+use super::pack::{FinishedPack, PackKeys, PackWriter};
 use crate::backup::{BackupError, accepted_signer, settle_served, unix_now};
-use crate::chunking::{self, Chunk, ChunkId, ChunkIds, GearTable};
+use crate::chunking::{self, Chunk, ChunkIds, GearTable};
 use crate::device_files;
-use crate::gateway::GatewayError;
 use crate::key::RootKey;
 use crate::vault::{BackupRef, VaultClient};
+use known::{Location, ManifestBuilder, known_chunks, reuse_chunks};
 
 /// The pack size a backup aims at (sealed chunk bytes per pack).
 pub const PACK_TARGET: usize = 16 * 1024 * 1024;
@@ -88,15 +89,6 @@ pub struct PackBackupReport {
     /// Whether the vault's pointer was confirmed after the commit; when not
     /// (the vault was unreachable), the next backup confirms it.
     pub pointer_confirmed: bool,
-}
-
-/// Where a chunk already lies.
-#[derive(Debug, Clone)]
-struct Location {
-    pack: PackName,
-    offset: u64,
-    sealed_length: u32,
-    plain_length: u32,
 }
 
 /// Backs up every regular file under `device_root` for `account` under
@@ -161,48 +153,11 @@ pub async fn back_up_v3_with(
         .as_ref()
         .and_then(|sealed| manifest::open(key, account, expected, sealed).ok());
 
-    // Chunks the committed generation holds, where its packs hold them.
-    let committed_packs: HashSet<&str> = current
-        .iter()
-        .flat_map(|b| &b.packs)
-        .map(|p| p.name.as_str())
-        .collect();
-    let mut known: HashMap<ChunkId, Location> = HashMap::new();
-    if let Some(previous) = &previous {
-        for chunk in &previous.chunks {
-            let Some(location) = location_in(previous, chunk) else {
-                continue;
-            };
-            if committed_packs.contains(location.pack.as_str())
-                && let Ok(id) = <[u8; 32]>::try_from(chunk.id.as_slice())
-            {
-                known.insert(ChunkId(id), location);
-            }
-        }
-    }
     let keys = PackKeys::new(key, account);
     let uploads = gateway.list_uploads().await?;
-    report.resumed_chunks = 0;
-    for upload in &uploads {
-        match read_upload(gateway, &keys, upload).await {
-            Ok(Some((name, entries))) => {
-                for entry in entries {
-                    let Ok(id) = <[u8; 32]>::try_from(entry.id.as_slice()) else {
-                        continue;
-                    };
-                    known.entry(ChunkId(id)).or_insert(Location {
-                        pack: name.clone(),
-                        offset: entry.offset,
-                        sealed_length: entry.sealed_length,
-                        plain_length: entry.plain_length,
-                    });
-                }
-            }
-            Ok(None) => {}
-            Err(error) if error.is_retryable() => return Err(error.into()),
-            Err(error) => debug!(%error, "an uncommitted pack is not readable; abandoning it"),
-        }
-    }
+    let committed_packs = current.iter().flat_map(|b| &b.packs);
+    let mut known =
+        known_chunks(gateway, &keys, previous.as_ref(), committed_packs, &uploads).await?;
 
     let mut builder = ManifestBuilder::default();
     // Files untouched since the previous generation keep their chunks.
@@ -403,73 +358,6 @@ fn empty_dirs(root: &Path) -> std::io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// A chunk's location as a manifest records it.
-fn location_in(manifest: &Manifest, chunk: &ChunkLocation) -> Option<Location> {
-    let pack = PackName::parse(manifest.packs.get(chunk.pack as usize)?)?;
-    Some(Location {
-        pack,
-        offset: chunk.offset,
-        sealed_length: chunk.sealed_length,
-        plain_length: chunk.plain_length,
-    })
-}
-
-/// The chunks of an untouched file, if every one still lies where the
-/// backup can reference it.
-fn reuse_chunks(
-    previous: &Manifest,
-    old: &FileEntry,
-    known: &HashMap<ChunkId, Location>,
-) -> Option<Vec<(ChunkId, Location)>> {
-    let mut out = Vec::with_capacity(old.chunks.len());
-    let mut total = 0u64;
-    for &index in &old.chunks {
-        let chunk = previous.chunks.get(index as usize)?;
-        let id = ChunkId(chunk.id.as_slice().try_into().ok()?);
-        let location = known.get(&id)?;
-        total += u64::from(location.plain_length);
-        out.push((id, location.clone()));
-    }
-    (total == old.size).then_some(out)
-}
-
-/// Reads the header of an uncommitted pack: `None` when it is not one of
-/// this account's and key's packs (it is abandoned then).
-async fn read_upload(
-    gateway: &PackGatewayClient,
-    keys: &PackKeys,
-    upload: &PackInfo,
-) -> Result<Option<(PackName, Vec<e2eb_proto::backup::v3::PackEntry>)>, GatewayError> {
-    let Some(name) = PackName::parse(&upload.name) else {
-        return Ok(None);
-    };
-    if upload.size < pack::TRAILER_LEN as u64 {
-        return Ok(None);
-    }
-    let trailer = gateway
-        .get_pack_range(
-            &name,
-            upload.size - pack::TRAILER_LEN as u64,
-            pack::TRAILER_LEN as u64,
-        )
-        .await?;
-    let Ok(range) =
-        pack::parse_trailer(&trailer).and_then(|len| pack::header_range(upload.size, len))
-    else {
-        return Ok(None);
-    };
-    let sealed = gateway
-        .get_pack_range(&name, range.start, range.end - range.start)
-        .await?;
-    match keys.open_header(&name, &sealed, range.start) {
-        Ok(entries) => Ok(Some((name, entries))),
-        Err(error) => {
-            debug!(pack = %name, %error, "an uncommitted pack does not open");
-            Ok(None)
-        }
-    }
-}
-
 /// Reads and cuts `to_read` (file index, file) in order, sending each
 /// chunk; stops at the first failure, which it sends.
 fn read_files(
@@ -528,60 +416,6 @@ async fn upload_packs(
         bytes += len;
     }
     Ok((count, bytes))
-}
-
-/// The chunk and pack tables of the new manifest, each chunk and pack
-/// listed once.
-#[derive(Default)]
-struct ManifestBuilder {
-    packs: Vec<String>,
-    pack_index: HashMap<PackName, u32>,
-    chunks: Vec<ChunkLocation>,
-    chunk_index: HashMap<ChunkId, u32>,
-}
-
-impl ManifestBuilder {
-    /// The index of chunk `id` in the manifest's chunk table.
-    fn reference(&mut self, id: ChunkId, location: &Location) -> u32 {
-        if let Some(&index) = self.chunk_index.get(&id) {
-            return index;
-        }
-        let next_pack = self.packs.len() as u32;
-        let pack = *self
-            .pack_index
-            .entry(location.pack.clone())
-            .or_insert(next_pack);
-        if pack == next_pack {
-            self.packs.push(location.pack.to_string());
-        }
-        let index = self.chunks.len() as u32;
-        self.chunks.push(ChunkLocation {
-            id: id.0.to_vec(),
-            pack,
-            offset: location.offset,
-            sealed_length: location.sealed_length,
-            plain_length: location.plain_length,
-        });
-        self.chunk_index.insert(id, index);
-        index
-    }
-
-    /// How many referenced chunks lie in packs of an interrupted run.
-    fn resumed(&self, uploads: &[PackInfo]) -> usize {
-        let uploaded: HashSet<&str> = uploads.iter().map(|u| u.name.as_str()).collect();
-        self.chunks
-            .iter()
-            .filter(|c| uploaded.contains(self.packs[c.pack as usize].as_str()))
-            .count()
-    }
-
-    fn finish(self, manifest: Manifest) -> Manifest {
-        Manifest {
-            packs: self.packs,
-            chunks: self.chunks,
-            ..manifest
-        }
-    }
 }
 
 #[cfg(test)]
