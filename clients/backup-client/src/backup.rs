@@ -124,34 +124,7 @@ pub async fn back_up_with_signer(
         generation: expected,
         manifest_digest: manifest::digest(sealed),
     });
-    match freshness::judge(&pointer, served) {
-        Ok(Some(Vouched::Pending)) => {
-            let served = served.expect("a pending generation was served");
-            let confirmer = accepted_signer(&pointer, [key, signer])?;
-            vault.confirm(confirmer, served).await?;
-            // What the vault now holds: the pending entry became the
-            // committed one, its auth key the registered one.
-            if let Some(pending) = pointer.pending.take() {
-                pointer.auth_public_key = pending.auth_public_key;
-                pointer.committed = Some(pending.backup);
-            }
-            report.settled_generation = Some(served.generation);
-            info!(
-                generation = served.generation,
-                "an earlier unconfirmed commit confirmed"
-            );
-        }
-        Ok(_) => {}
-        // The storage lost the backup: a new chain starts, announced in
-        // the vault like any other generation.
-        Err(FreshnessError::Missing { committed }) => {
-            warn!(
-                committed,
-                "the storage holds no backup although the vault records one; starting anew"
-            );
-        }
-        Err(refused) => return Err(refused.into()),
-    }
+    report.settled_generation = settle_served(vault, &mut pointer, served, key, signer).await?;
     let announcer = accepted_signer(&pointer, [signer, key])?;
     let previous =
         previous_sealed.and_then(|sealed| manifest::open(key, account, expected, &sealed).ok());
@@ -316,9 +289,54 @@ pub async fn back_up_with_signer(
     Ok(report)
 }
 
+/// Judges the backup the gateway serves against the vault's backup pointer
+/// before anything is committed on top of it: a generation the pointer
+/// holds as pending (an earlier commit whose confirmation was lost) is
+/// confirmed now and `pointer` updated to what the vault then holds; a
+/// backup the storage lost starts a new chain; a rolled-back or substituted
+/// one is refused. Returns the generation this settled, if any. Shared by
+/// format v2 and v3 ([`crate::packs::backup`]).
+pub(crate) async fn settle_served(
+    vault: &VaultClient,
+    pointer: &mut Pointer,
+    served: Option<BackupRef>,
+    key: &RootKey,
+    signer: &RootKey,
+) -> Result<Option<u64>, BackupError> {
+    match freshness::judge(pointer, served) {
+        Ok(Some(Vouched::Pending)) => {
+            let served = served.expect("a pending generation was served");
+            let confirmer = accepted_signer(pointer, [key, signer])?;
+            vault.confirm(confirmer, served).await?;
+            // What the vault now holds: the pending entry became the
+            // committed one, its auth key the registered one.
+            if let Some(pending) = pointer.pending.take() {
+                pointer.auth_public_key = pending.auth_public_key;
+                pointer.committed = Some(pending.backup);
+            }
+            info!(
+                generation = served.generation,
+                "an earlier unconfirmed commit confirmed"
+            );
+            Ok(Some(served.generation))
+        }
+        Ok(_) => Ok(None),
+        // The storage lost the backup: a new chain starts, announced in
+        // the vault like any other generation.
+        Err(FreshnessError::Missing { committed }) => {
+            warn!(
+                committed,
+                "the storage holds no backup although the vault records one; starting anew"
+            );
+            Ok(None)
+        }
+        Err(refused) => Err(refused.into()),
+    }
+}
+
 /// The first of `candidates` the vault accepts as a signer of pointer
 /// updates: the registered auth key or the pending entry's.
-fn accepted_signer<'k>(
+pub(crate) fn accepted_signer<'k>(
     pointer: &Pointer,
     candidates: [&'k RootKey; 2],
 ) -> Result<&'k RootKey, BackupError> {
@@ -375,7 +393,7 @@ async fn upload(
     Ok(())
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("the clock is after 1970")

@@ -15,6 +15,8 @@ use std::io::Read;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use zeroize::Zeroizing;
+
 use crate::key::{DerivedKey, KeyPurpose, RootKey};
 
 /// FastCDC's minimum, average and maximum chunk sizes.
@@ -192,6 +194,135 @@ pub fn chunks<R: Read + 'static>(
     })
 }
 
+/// FastCDC's gear table keyed by `K` (format v3). With the crate's public
+/// table, anyone can compute where a known file is cut and so recognise it
+/// from the chunk sizes; with a secret table the boundaries depend on the
+/// key. The whole table (256 words) is drawn from HKDF under
+/// [`KeyPurpose::CdcGearSeed`], rather than fastcdc's `with_level_and_seed`,
+/// which XORs one 64-bit value into the public table (every entry keeps its
+/// public differences to the others).
+#[derive(Clone)]
+pub struct GearTable {
+    gear: std::sync::Arc<Zeroizing<[u64; 256]>>,
+    gear_ls: std::sync::Arc<Zeroizing<[u64; 256]>>,
+}
+
+impl GearTable {
+    pub fn new(key: &RootKey) -> Self {
+        let seed = key.derive(KeyPurpose::CdcGearSeed);
+        let mut bytes = Zeroizing::new([0u8; 256 * 8]);
+        hkdf::Hkdf::<Sha256>::new(None, seed.expose_secret())
+            .expand(b"e2e-backups v3 gear table", bytes.as_mut())
+            .expect("2048 bytes is a valid HKDF-SHA256 output length");
+        let mut gear = Zeroizing::new([0u64; 256]);
+        let mut gear_ls = Zeroizing::new([0u64; 256]);
+        for (i, word) in bytes.chunks_exact(8).enumerate() {
+            gear[i] = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+            // FastCDC 2020 reads two bytes per step, the first through the
+            // table shifted left by one.
+            gear_ls[i] = gear[i] << 1;
+        }
+        Self {
+            gear: std::sync::Arc::new(gear),
+            gear_ls: std::sync::Arc::new(gear_ls),
+        }
+    }
+}
+
+impl fmt::Debug for GearTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GearTable(<redacted>)")
+    }
+}
+
+/// Cuts `reader` into content-defined chunks with a keyed gear table
+/// (FastCDC 2020, normalisation level 1, as [`chunks`] uses).
+pub fn keyed_chunks<R: Read>(
+    mut reader: R,
+    sizes: ChunkSizes,
+    gear: &GearTable,
+    ids: &ChunkIds,
+) -> impl Iterator<Item = std::io::Result<Chunk>> + use<R> {
+    use fastcdc::v2020::{MASKS, cut_gear, logarithm2};
+    let bits = logarithm2(sizes.avg);
+    let mask_s = MASKS[(bits + 1) as usize];
+    let mask_l = MASKS[(bits - 1) as usize];
+    let (min, avg, max) = (sizes.min as usize, sizes.avg as usize, sizes.max as usize);
+    let gear = gear.clone();
+    let ids = ids.clone();
+    let mut buffer: Vec<u8> = Vec::with_capacity(max);
+    let mut eof = false;
+    std::iter::from_fn(move || {
+        if !eof && buffer.len() < max {
+            let start = buffer.len();
+            buffer.resize(max, 0);
+            match read_up_to(&mut reader, &mut buffer[start..]) {
+                Ok(n) => {
+                    buffer.truncate(start + n);
+                    eof = start + n < max;
+                }
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        if buffer.is_empty() {
+            return None;
+        }
+        let (_, cut) = cut_gear(
+            &buffer,
+            min,
+            avg,
+            max,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+            &gear.gear,
+            &gear.gear_ls,
+        );
+        let rest = buffer.split_off(cut);
+        let data = std::mem::replace(&mut buffer, rest);
+        buffer.reserve(max.saturating_sub(buffer.len()));
+        Some(Ok(Chunk {
+            id: ids.id_of(&data),
+            data,
+        }))
+    })
+}
+
+/// Cuts a file for format v3: a SQLite database at its pages, anything else
+/// by content with the keyed gear table.
+pub fn keyed_file_chunks(
+    path: &std::path::Path,
+    ids: &ChunkIds,
+    gear: &GearTable,
+) -> std::io::Result<Box<dyn Iterator<Item = std::io::Result<Chunk>> + Send>> {
+    let mut head = [0u8; HEAD_LEN];
+    let mut file = std::fs::File::open(path)?;
+    let n = read_up_to(&mut file, &mut head)?;
+    let reader = std::io::Cursor::new(head[..n].to_vec()).chain(file);
+    Ok(match cutting_for(&head[..n]) {
+        Cutting::Cdc(sizes) => Box::new(keyed_chunks(reader, sizes, gear, ids)),
+        Cutting::Pages(page) => {
+            let ids = ids.clone();
+            let mut reader = reader;
+            Box::new(std::iter::from_fn(move || {
+                let mut data = vec![0u8; page];
+                match read_up_to(&mut reader, &mut data) {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        data.truncate(n);
+                        Some(Ok(Chunk {
+                            id: ids.id_of(&data),
+                            data,
+                        }))
+                    }
+                    Err(error) => Some(Err(error)),
+                }
+            }))
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +421,117 @@ mod tests {
         assert!(!a.verify(&a.id_of(b"chunk"), b"chunk!"));
         let id = a.id_of(b"x");
         assert_eq!(ChunkId::from_hex(&id.to_hex()), Some(id));
+    }
+
+    fn keyed_cuts(key: &RootKey, input: &[u8]) -> Vec<usize> {
+        let gear = GearTable::new(key);
+        let ids = ChunkIds::new(key);
+        keyed_chunks(
+            std::io::Cursor::new(input.to_vec()),
+            LARGE_CHUNKS,
+            &gear,
+            &ids,
+        )
+        .map(|c| c.unwrap().data.len())
+        .collect()
+    }
+
+    #[test]
+    fn keyed_chunks_cover_the_input_within_the_size_bounds() {
+        let key = RootKey::generate();
+        let gear = GearTable::new(&key);
+        let ids = ChunkIds::new(&key);
+        for len in [0usize, 1, 70_000, 5 << 20] {
+            let input = data(len, 9);
+            let pieces: Vec<Chunk> = keyed_chunks(
+                std::io::Cursor::new(input.clone()),
+                LARGE_CHUNKS,
+                &gear,
+                &ids,
+            )
+            .map(Result::unwrap)
+            .collect();
+            let mut joined = Vec::new();
+            for (i, chunk) in pieces.iter().enumerate() {
+                assert!(chunk.data.len() <= LARGE_CHUNKS.max as usize);
+                if i + 1 < pieces.len() {
+                    assert!(chunk.data.len() >= LARGE_CHUNKS.min as usize);
+                }
+                assert!(ids.verify(&chunk.id, &chunk.data));
+                joined.extend_from_slice(&chunk.data);
+            }
+            assert_eq!(joined, input, "len {len}");
+        }
+    }
+
+    #[test]
+    fn two_keys_cut_the_same_data_at_different_boundaries_one_key_always_alike() {
+        let input = data(8 << 20, 5);
+        let a = RootKey::from_bytes([1; 32]);
+        let b = RootKey::from_bytes([2; 32]);
+        let cuts_a = keyed_cuts(&a, &input);
+        assert!(cuts_a.len() > 10, "{} chunks", cuts_a.len());
+        assert_eq!(cuts_a, keyed_cuts(&RootKey::from_bytes([1; 32]), &input));
+        let cuts_b = keyed_cuts(&b, &input);
+        assert_ne!(cuts_a, cuts_b);
+        // Boundaries (as offsets) mostly differ, not just shifted sizes.
+        let offsets = |cuts: &[usize]| -> std::collections::HashSet<usize> {
+            cuts.iter()
+                .scan(0, |at, len| {
+                    *at += len;
+                    Some(*at)
+                })
+                .collect()
+        };
+        let (oa, ob) = (offsets(&cuts_a), offsets(&cuts_b));
+        let shared = oa.intersection(&ob).count();
+        assert!(
+            shared <= 2,
+            "{shared} shared boundaries (the end of the data is one)"
+        );
+        // And the keyed table is not the public one.
+        let public: Vec<usize> = chunks(
+            std::io::Cursor::new(input.clone()),
+            LARGE_CHUNKS,
+            &ChunkIds::new(&a),
+        )
+        .map(|c| c.unwrap().data.len())
+        .collect();
+        assert_ne!(public, cuts_a);
+    }
+
+    #[test]
+    fn keyed_chunking_keeps_an_insertion_local() {
+        let key = RootKey::generate();
+        let original = data(4 << 20, 6);
+        let mut edited = original.clone();
+        edited.splice(2 << 20..2 << 20, data(1000, 7));
+        let gear = GearTable::new(&key);
+        let ids = ChunkIds::new(&key);
+        let ids_of = |bytes: Vec<u8>| -> Vec<ChunkId> {
+            keyed_chunks(std::io::Cursor::new(bytes), LARGE_CHUNKS, &gear, &ids)
+                .map(|c| c.unwrap().id)
+                .collect()
+        };
+        let before = ids_of(original);
+        let after = ids_of(edited);
+        let changed = after.iter().filter(|id| !before.contains(id)).count();
+        assert!(changed <= 3, "{changed} of {} changed", after.len());
+    }
+
+    #[test]
+    fn keyed_file_chunks_cut_databases_at_their_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("msgstore.db");
+        let mut bytes = b"SQLite format 3\0\x10\x00".to_vec();
+        bytes.resize(3 * 4096 + 10, 7);
+        std::fs::write(&db, &bytes).unwrap();
+        let key = RootKey::generate();
+        let sizes: Vec<usize> = keyed_file_chunks(&db, &ChunkIds::new(&key), &GearTable::new(&key))
+            .unwrap()
+            .map(|c| c.unwrap().data.len())
+            .collect();
+        assert_eq!(sizes, [4096, 4096, 4096, 10]);
+        assert!(format!("{:?}", GearTable::new(&key)).contains("redacted"));
     }
 }

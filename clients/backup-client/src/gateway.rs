@@ -23,7 +23,7 @@ use tonic::{Code, Status};
 /// Bytes of chunk data per gRPC message; well under the gateway's limit.
 pub const MESSAGE_DATA_LEN: usize = 1024 * 1024;
 /// Largest message the client accepts (a manifest of a large device).
-const MAX_MESSAGE_LEN: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_LEN: usize = 64 * 1024 * 1024;
 /// HTTP/2 flow-control window per stream.
 const WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 
@@ -108,6 +108,35 @@ impl From<tonic::transport::Error> for GatewayError {
     }
 }
 
+/// Lazy TLS channels to each gateway endpoint of a comma-separated list,
+/// with flow-control windows sized for backups; shared by the v2 and the
+/// v3 ([`crate::packs::gateway`]) clients.
+pub(crate) fn lazy_channels(
+    endpoints: &str,
+    trust: &rpc::Trust,
+) -> Result<Vec<(String, Channel)>, GatewayError> {
+    let options = rpc::ChannelOptions {
+        // HTTP/2's default 64 KiB windows cap a stream at one window per
+        // round trip; backups move megabytes.
+        stream_window_bytes: Some(WINDOW_BYTES),
+        connection_window_bytes: Some(2 * WINDOW_BYTES),
+        ..rpc::ChannelOptions::default()
+    };
+    let urls = rpc::retry::split_urls(endpoints);
+    if urls.is_empty() {
+        return Err(GatewayError::Connect(rpc::ClientSetupError::InvalidUrl {
+            url: endpoints.to_string(),
+            reason: "no URL in the list".into(),
+        }));
+    }
+    let mut channels = Vec::with_capacity(urls.len());
+    for url in urls {
+        let channel = rpc::endpoint(&url, trust, &options)?.connect_lazy();
+        channels.push((url, channel));
+    }
+    Ok(channels)
+}
+
 type Inner = BlobGatewayClient<InterceptedService<Channel, BearerToken>>;
 
 /// Most chunk ids per `HasChunks` call.
@@ -135,25 +164,10 @@ impl GatewayClient {
         trust: &rpc::Trust,
         token: BearerToken,
     ) -> Result<Self, GatewayError> {
-        let options = rpc::ChannelOptions {
-            // HTTP/2's default 64 KiB windows cap a stream at one window per
-            // round trip; backups move megabytes.
-            stream_window_bytes: Some(WINDOW_BYTES),
-            connection_window_bytes: Some(2 * WINDOW_BYTES),
-            ..rpc::ChannelOptions::default()
-        };
-        let urls = rpc::retry::split_urls(endpoints);
-        if urls.is_empty() {
-            return Err(GatewayError::Connect(rpc::ClientSetupError::InvalidUrl {
-                url: endpoints.to_string(),
-                reason: "no URL in the list".into(),
-            }));
-        }
-        let mut clients = Vec::with_capacity(urls.len());
-        for url in urls {
-            let channel = rpc::endpoint(&url, trust, &options)?.connect_lazy();
-            clients.push((url, Self::inner(channel, token.clone())));
-        }
+        let clients = lazy_channels(endpoints, trust)?
+            .into_iter()
+            .map(|(url, channel)| (url, Self::inner(channel, token.clone())))
+            .collect();
         Ok(Self {
             endpoints: Endpoints::new(clients, rpc::retry::Retry::default()),
         })

@@ -34,6 +34,13 @@ pub enum KeyPurpose {
     /// signatures prove knowledge of `K` to the key vault (password change,
     /// delete, backup pointer); the vault stores only the public half.
     VaultAuth,
+    /// Seals the table of contents at the end of a pack (format v3).
+    PackHeader,
+    /// Seals the manifest of format v3.
+    ManifestV3,
+    /// Keys the gear table of content-defined chunking (format v3), so
+    /// chunk boundaries do not fingerprint files the attacker knows.
+    CdcGearSeed,
 }
 
 impl KeyPurpose {
@@ -44,6 +51,9 @@ impl KeyPurpose {
             KeyPurpose::VaultAuth => b"e2e-backups v2 vault auth signing key",
             KeyPurpose::ChunkId => b"e2e-backups v1 chunk id",
             KeyPurpose::KeyId => b"e2e-backups v1 key id",
+            KeyPurpose::PackHeader => b"e2e-backups v3 pack header",
+            KeyPurpose::ManifestV3 => b"e2e-backups v3 manifest",
+            KeyPurpose::CdcGearSeed => b"e2e-backups v3 cdc gear seed",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod key;
 pub mod manifest;
 mod names;
+pub mod packs;
 pub mod restore;
 pub mod rotate;
 pub mod seal;

@@ -19,3 +19,15 @@ pub fn manifest_context(account: &str, generation: u64, key_id: &[u8]) -> Vec<u8
         key_id,
     ])
 }
+
+/// A chunk in a pack (format v3) is bound to its account and its id; its
+/// place in a pack is vouched for by the pack header and the manifest.
+pub fn pack_chunk_context(account: &str, id: &ChunkId) -> Vec<u8> {
+    context(&[b"pack chunk", account.as_bytes(), &id.0])
+}
+
+/// A pack header is bound to its account and the pack's name, so a header
+/// cannot be moved to another pack or account.
+pub fn pack_header_context(account: &str, pack_name: &str) -> Vec<u8> {
+    context(&[b"pack header", account.as_bytes(), pack_name.as_bytes()])
+}

@@ -39,6 +39,8 @@ pub enum ObjectKind {
     File = 1,
     Manifest = 2,
     Chunk = 3,
+    /// The sealed table of contents of a pack (format v3).
+    PackHeader = 4,
 }
 
 /// Why a sealed object could not be opened.
@@ -238,6 +240,18 @@ pub fn seal_chunk(key: &DerivedKey, id: &[u8; 32], context: &[u8], plaintext: &[
         Sealer::with_salt(key, ObjectKind::Chunk, id, context),
         plaintext,
     )
+}
+
+/// The clear header a sealed chunk starts with. It holds the chunk id (the
+/// salt), so format v3 stores chunks in packs without it (the storage must
+/// never see a chunk id) and puts it back in front to open them.
+pub fn chunk_header(id: &[u8; 32]) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(MAGIC);
+    header[4] = VERSION;
+    header[5] = ObjectKind::Chunk as u8;
+    header[6..].copy_from_slice(id);
+    header
 }
 
 fn seal_with(mut sealer: Sealer, plaintext: &[u8]) -> Vec<u8> {

@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod fleet;
 mod key_backup;
+mod packs_v3;
 mod resilience;
 mod rotation;
 mod trust_storage;

@@ -13,7 +13,7 @@
 //! again resumes the same backup (bound by manifest digest) after the last
 //! chunk of each file that re-verifies.
 
-mod staging;
+pub(crate) mod staging;
 
 use std::path::Path;
 
@@ -350,7 +350,7 @@ impl ChunkReader<'_> {
     }
 }
 
-fn ensure_empty(target: &Path) -> Result<(), RestoreError> {
+pub(crate) fn ensure_empty(target: &Path) -> Result<(), RestoreError> {
     match std::fs::read_dir(target).map(|mut entries| entries.next().is_none()) {
         Ok(true) => Ok(()),
         Ok(false) => Err(RestoreError::TargetNotEmpty {

@@ -14,14 +14,14 @@ use crate::chunking::{ChunkId, ChunkIds};
 
 const MARKER: &str = ".e2eb-restoring";
 
-pub(super) struct Staging {
-    pub(super) dir: PathBuf,
+pub(crate) struct Staging {
+    pub(crate) dir: PathBuf,
 }
 
 impl Staging {
     /// Opens the staging directory for the backup `generation` whose sealed
     /// manifest has `digest`; a leftover of any other backup is wiped.
-    pub(super) fn open(
+    pub(crate) fn open(
         target: &Path,
         generation: u64,
         digest: &[u8; 32],
@@ -46,7 +46,7 @@ impl Staging {
         Ok(Self { dir })
     }
 
-    pub(super) fn commit(self, target: &Path) -> Result<(), RestoreError> {
+    pub(crate) fn commit(self, target: &Path) -> Result<(), RestoreError> {
         let error = |source| RestoreError::WriteDevice {
             path: target.display().to_string(),
             source,
@@ -59,7 +59,7 @@ impl Staging {
         Ok(())
     }
 
-    pub(super) fn discard(self) {
+    pub(crate) fn discard(self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -67,7 +67,7 @@ impl Staging {
 /// How many leading chunks of `entry` the staged file at `path` already holds,
 /// each read back and checked against its id, and the byte length they
 /// cover. Anything after the first chunk that fails is to be rewritten.
-pub(super) async fn verified_prefix(
+pub(crate) async fn verified_prefix(
     path: &Path,
     entry: &FileEntry,
     ids: &ChunkIds,

@@ -1,0 +1,386 @@
+//! Restore the committed generation of a format v3 backup onto an empty
+//! device directory.
+//!
+//! The served manifest is judged against the key vault's backup pointer
+//! first, exactly as in v2 ([`crate::freshness`]): a rollback or a
+//! substitution is refused before anything is written. The manifest is
+//! then checked for consistency (every chunk's pack exists, its sealed
+//! length fits its plain length, every file's chunks add up to its size).
+//! Only the chunks the files need are fetched: each pack is read in ranges
+//! that cover its needed chunks, neighbours merged when the gap between
+//! them is small, so a restore reads whole packs when it needs all of them
+//! and never reads a pack's padding or header. Every chunk is opened (its
+//! AEAD binds account and id) and checked against its id before it is
+//! written at each place the files use it. Files are assembled in the v2
+//! staging directory and moved into place only when all verified. When
+//! the gateway becomes unreachable the staging directory stays (it is
+//! bound to the manifest digest); the next attempt keeps every staged file
+//! whose chunks all read back with their ids and fetches the rest.
+
+use std::path::{Path, PathBuf};
+
+use e2eb_proto::backup::v3::Manifest;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tracing::info;
+
+mod plan;
+
+use super::gateway::PackGatewayClient;
+use super::manifest::{self, ManifestError};
+use super::pack::{PackError, PackKeys};
+use crate::chunking::{ChunkId, ChunkIds};
+use crate::device_files;
+use crate::freshness;
+use crate::gateway::GatewayError;
+use crate::key::RootKey;
+use crate::restore::staging::Staging;
+use crate::restore::{IntegrityFailure, RestoreError, RestoreReport, ensure_empty};
+use crate::seal::OpenError;
+use crate::vault::{BackupRef, VaultClient};
+use plan::{Needed, Plan};
+
+/// Ranges fetched ahead of the one being written.
+const DOWNLOAD_CONCURRENCY: usize = 4;
+
+/// Restores the account's committed v3 generation into `target`, which must
+/// be absent or empty, after the vault's pointer vouched for it.
+pub async fn restore_v3(
+    gateway: &PackGatewayClient,
+    vault: &VaultClient,
+    account: &str,
+    key: &RootKey,
+    target: &Path,
+) -> Result<RestoreReport, RestoreError> {
+    restore_v3_any(gateway, vault, account, &[key], target).await
+}
+
+/// Restores with whichever of `keys` made the committed backup.
+pub async fn restore_v3_any(
+    gateway: &PackGatewayClient,
+    vault: &VaultClient,
+    account: &str,
+    keys: &[&RootKey],
+    target: &Path,
+) -> Result<RestoreReport, RestoreError> {
+    ensure_empty(target)?;
+    let pointer = vault.pointer().await?;
+    let Some(backup) = gateway.get_backup().await? else {
+        freshness::judge(&pointer, None)?;
+        return Err(RestoreError::NoBackup);
+    };
+    let sealed = gateway
+        .get_manifest(backup.generation, backup.manifest_size)
+        .await?;
+    let digest = manifest::digest(&sealed);
+    let served = BackupRef {
+        generation: backup.generation,
+        manifest_digest: digest,
+    };
+    let vouched = freshness::judge(&pointer, Some(served))?;
+    let (key, manifest) = open_with_any(keys, account, backup.generation, &sealed)?;
+    // Checked before anything is written.
+    Plan::new(&manifest, &[])?;
+
+    let staging = Staging::open(target, manifest.generation, &digest)?;
+    // A staging directory left by an interrupted restore of this very
+    // backup: the files that read back whole are kept.
+    let done = staged_files(&manifest, &staging.dir, &ChunkIds::new(key)).await;
+    let plan = Plan::new(&manifest, &done)?;
+    let mut report = RestoreReport {
+        generation: manifest.generation,
+        vouched,
+        key_id: hex::encode(key.key_id()),
+        files: manifest.files.len(),
+        ..RestoreReport::default()
+    };
+    let keys = PackKeys::new(key, account);
+    let outcome = restore_files(
+        gateway,
+        &keys,
+        &manifest,
+        (&plan, &done),
+        &staging.dir,
+        &mut report,
+    )
+    .await;
+    match outcome {
+        Ok(()) => {
+            staging.commit(target)?;
+            info!(
+                generation = report.generation,
+                files = report.files,
+                bytes = report.bytes,
+                "v3 restore verified"
+            );
+            Ok(report)
+        }
+        // Unreachable gateway: keep the staging directory for a new attempt.
+        Err(RestoreError::Gateway(error)) if error.is_retryable() => Err(error.into()),
+        Err(other) => {
+            staging.discard();
+            Err(other)
+        }
+    }
+}
+
+fn open_with_any<'k>(
+    keys: &[&'k RootKey],
+    account: &str,
+    generation: u64,
+    sealed: &[u8],
+) -> Result<(&'k RootKey, Manifest), RestoreError> {
+    let mut last = RestoreError::NoBackup;
+    for key in keys {
+        match manifest::open(key, account, generation, sealed) {
+            Ok(manifest) => return Ok((key, manifest)),
+            Err(ManifestError::OtherKey {
+                backup_key_id,
+                our_key_id,
+            }) => {
+                last = RestoreError::OtherKey {
+                    backup_key_id,
+                    given_key_id: our_key_id,
+                }
+            }
+            Err(ManifestError::KeyIdAltered) => return Err(RestoreError::ManifestTampered),
+            Err(ManifestError::Mismatch) => return Err(RestoreError::ManifestMismatch),
+            Err(ManifestError::Damaged | ManifestError::Malformed | ManifestError::NotV3) => {
+                return Err(RestoreError::WrongKeyOrForeignBackup);
+            }
+        }
+    }
+    Err(last)
+}
+
+pub(super) fn integrity(path: &str, reason: IntegrityFailure) -> RestoreError {
+    RestoreError::Integrity {
+        path: path.to_string(),
+        reason,
+    }
+}
+
+async fn restore_files(
+    gateway: &PackGatewayClient,
+    keys: &PackKeys,
+    manifest: &Manifest,
+    (plan, done): (&Plan, &[bool]),
+    staging: &Path,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    let mut paths: Vec<PathBuf> = Vec::with_capacity(manifest.files.len());
+    for (index, file) in manifest.files.iter().enumerate() {
+        let destination =
+            device_files::resolve(staging, &file.path).ok_or_else(|| RestoreError::UnsafePath {
+                path: file.path.clone(),
+            })?;
+        let write_error = |source| RestoreError::WriteDevice {
+            path: file.path.clone(),
+            source,
+        };
+        if done.get(index).copied().unwrap_or(false) {
+            paths.push(destination);
+            continue;
+        }
+        if let Some(parent) = destination.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(write_error)?;
+        }
+        let created = tokio::fs::File::create(&destination)
+            .await
+            .map_err(write_error)?;
+        created.set_len(file.size).await.map_err(write_error)?;
+        paths.push(destination);
+    }
+    for dir in &manifest.empty_dirs {
+        let destination = device_files::resolve(staging, dir)
+            .ok_or_else(|| RestoreError::UnsafePath { path: dir.clone() })?;
+        tokio::fs::create_dir_all(&destination)
+            .await
+            .map_err(|source| RestoreError::WriteDevice {
+                path: dir.clone(),
+                source,
+            })?;
+    }
+
+    let mut fetched = futures::stream::iter(&plan.ranges)
+        .map(|range| async move {
+            let bytes = gateway
+                .get_pack_range(&range.pack, range.offset, range.length)
+                .await;
+            (range, bytes)
+        })
+        .buffered(DOWNLOAD_CONCURRENCY);
+    let mut writer = Writer::default();
+    while let Some((range, bytes)) = fetched.next().await {
+        let first_path = |chunk: &Needed| manifest.files[chunk.uses[0].0].path.as_str();
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(GatewayError::Oversized { .. }) => {
+                return Err(integrity(
+                    first_path(&range.chunks[0]),
+                    IntegrityFailure::Oversized,
+                ));
+            }
+            Err(GatewayError::NotFound(_)) => {
+                return Err(RestoreError::MissingFile {
+                    path: first_path(&range.chunks[0]).to_string(),
+                });
+            }
+            Err(other) => return Err(other.into()),
+        };
+        report.downloaded_bytes += bytes.len() as u64;
+        for chunk in &range.chunks {
+            let start = (chunk.offset - range.offset) as usize;
+            let end = start + chunk.sealed_length as usize;
+            let Some(sealed) = bytes.get(start..end) else {
+                return Err(integrity(
+                    first_path(chunk),
+                    IntegrityFailure::Open(OpenError::Truncated),
+                ));
+            };
+            let plain = keys
+                .open_chunk(&chunk.id, sealed, chunk.plain_length)
+                .map_err(|error| integrity(first_path(chunk), failure_of(error)))?;
+            report.downloaded_chunks += 1;
+            for &(file, at) in &chunk.uses {
+                writer
+                    .write_at(file, &paths[file], &manifest.files[file].path, at, &plain)
+                    .await?;
+            }
+        }
+    }
+
+    writer
+        .finish()
+        .await
+        .map_err(|source| RestoreError::WriteDevice {
+            path: staging.display().to_string(),
+            source,
+        })?;
+    for (file, path) in manifest.files.iter().zip(&paths) {
+        let write_error = |source| RestoreError::WriteDevice {
+            path: file.path.clone(),
+            source,
+        };
+        let handle = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .await
+            .map_err(write_error)?;
+        handle.sync_all().await.map_err(write_error)?;
+        #[cfg(unix)]
+        if file.mode != 0 {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::Permissions::from_mode(file.mode & 0o7777);
+            tokio::fs::set_permissions(path, mode)
+                .await
+                .map_err(write_error)?;
+        }
+        report.bytes += file.size;
+    }
+    Ok(())
+}
+
+/// Which files of `manifest` the staging directory already holds whole:
+/// the right size, and every chunk reads back with its id.
+async fn staged_files(manifest: &Manifest, staging: &Path, ids: &ChunkIds) -> Vec<bool> {
+    let mut done = Vec::with_capacity(manifest.files.len());
+    for file in &manifest.files {
+        let whole = match device_files::resolve(staging, &file.path) {
+            Some(path) => reads_back(manifest, file, &path, ids)
+                .await
+                .unwrap_or(false),
+            None => false,
+        };
+        done.push(whole);
+    }
+    done
+}
+
+async fn reads_back(
+    manifest: &Manifest,
+    file: &e2eb_proto::backup::v3::FileEntry,
+    path: &Path,
+    ids: &ChunkIds,
+) -> std::io::Result<bool> {
+    let mut staged = tokio::fs::File::open(path).await?;
+    if staged.metadata().await?.len() != file.size {
+        return Ok(false);
+    }
+    let mut buffer = Vec::new();
+    for &index in &file.chunks {
+        let Some(chunk) = manifest.chunks.get(index as usize) else {
+            return Ok(false);
+        };
+        let Ok(id) = <[u8; 32]>::try_from(chunk.id.as_slice()).map(ChunkId) else {
+            return Ok(false);
+        };
+        buffer.resize(chunk.plain_length as usize, 0);
+        staged.read_exact(&mut buffer).await?;
+        if !ids.verify(&id, &buffer) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn failure_of(error: PackError) -> IntegrityFailure {
+    match error {
+        PackError::ChunkDamaged(open) => IntegrityFailure::Open(open),
+        PackError::WrongChunk => IntegrityFailure::WrongChunk,
+        PackError::WrongLength { .. } => IntegrityFailure::WrongSize,
+        // Header and trailer errors come from reading a pack's end, which
+        // a restore never does.
+        _ => IntegrityFailure::Open(OpenError::Damaged),
+    }
+}
+
+/// Writes plaintext into the staged files, keeping the last file open:
+/// the chunks of a pack mostly follow file order, so most writes go to the
+/// file the previous one went to.
+#[derive(Default)]
+struct Writer {
+    open: Option<(usize, tokio::fs::File)>,
+}
+
+impl Writer {
+    async fn write_at(
+        &mut self,
+        index: usize,
+        path: &Path,
+        name: &str,
+        at: u64,
+        plain: &[u8],
+    ) -> Result<(), RestoreError> {
+        let write_error = |source| RestoreError::WriteDevice {
+            path: name.to_string(),
+            source,
+        };
+        if self.open.as_ref().map(|(open, _)| *open) != Some(index) {
+            if let Some((_, mut previous)) = self.open.take() {
+                previous.flush().await.map_err(write_error)?;
+            }
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .await
+                .map_err(write_error)?;
+            self.open = Some((index, file));
+        }
+        let (_, file) = self.open.as_mut().expect("a file is open");
+        file.seek(std::io::SeekFrom::Start(at))
+            .await
+            .map_err(write_error)?;
+        file.write_all(plain).await.map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn finish(mut self) -> std::io::Result<()> {
+        if let Some((_, mut file)) = self.open.take() {
+            file.flush().await?;
+        }
+        Ok(())
+    }
+}
