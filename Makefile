@@ -90,7 +90,7 @@ test: deps
 ## incremental backups, key rotation and restore, against raw aws-sdk-s3
 ## PUT/GET of the same bytes to the same server.
 bench: up
-	target/debug/device-sim key-flow --profile large --days 3 --s3-baseline
+	target/debug/device-sim key-flow --profile large --days 3 --s3-baseline --storage v2,v3
 
 ## Vault cost per registration and login through gRPC next to opaque-ke alone.
 bench-vault:

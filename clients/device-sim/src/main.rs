@@ -10,7 +10,7 @@ use blob_gateway::config::S3Args;
 use clap::{Parser, Subcommand, ValueEnum};
 use device_sim::day::DayActivity;
 use device_sim::fleet::{self, FleetArgs, FleetRun};
-use device_sim::lifecycle::{KeyFlow, KeyFlowReport, mib_per_sec};
+use device_sim::lifecycle::{KeyFlow, KeyFlowReport, Storage, mib_per_sec};
 use device_sim::password_flow::{PasswordFlow, PasswordFlowReport};
 use device_sim::phone::PhoneProfile;
 use device_sim::s3_baseline::{self, S3Baseline};
@@ -80,6 +80,17 @@ struct Cli {
     /// Skip the key rotation at the end of the 64-digit key flow.
     #[arg(long, global = true)]
     no_rotate: bool,
+    /// Storage format(s) of the 64-digit key flow, comma-separated; with
+    /// several, the flow runs once in each (same phone) and a table puts
+    /// them side by side (key rotation runs on v2 only, for now).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "v2",
+        global = true
+    )]
+    storage: Vec<Storage>,
     /// Stretch passwords with cheap Argon2id parameters (tests only).
     #[arg(long, global = true)]
     insecure_fast_ksf: bool,
@@ -136,25 +147,33 @@ async fn main() -> anyhow::Result<()> {
         Profile::Large => PhoneProfile::large(),
     };
 
-    let mut key_report = None;
+    let mut key_reports = Vec::new();
     let mut password_report = None;
     let mut baseline = None;
     if matches!(command, Command::Demo | Command::KeyFlow) {
         let fingerprint = vault_fingerprint(&cli)?;
-        let flow = KeyFlow {
-            services: &services,
-            vault_fingerprint: fingerprint.trim(),
-            account: AccountId::new(format!("sim-key-{}", cli.seed))?,
-            seed: cli.seed,
-            profile,
-            work_dir: &cli.work_dir,
-            days: cli.days,
-            activity: DayActivity::typical(),
-            rotate: !cli.no_rotate,
-        };
-        let report = flow.run().await.context("the 64-digit key flow failed")?;
-        print_key_report(&report);
-        if cli.s3_baseline {
+        for &storage in &cli.storage {
+            let account = match storage {
+                Storage::V2 => format!("sim-key-{}", cli.seed),
+                Storage::V3 => format!("sim-key-v3-{}", cli.seed),
+            };
+            let flow = KeyFlow {
+                services: &services,
+                vault_fingerprint: fingerprint.trim(),
+                account: AccountId::new(account)?,
+                seed: cli.seed,
+                profile,
+                work_dir: &cli.work_dir,
+                days: cli.days,
+                activity: DayActivity::typical(),
+                rotate: !cli.no_rotate,
+                storage,
+            };
+            let report = flow.run().await.context("the 64-digit key flow failed")?;
+            print_key_report(&report);
+            key_reports.push(report);
+        }
+        if let (true, Some(report)) = (cli.s3_baseline, key_reports.last()) {
             let sizes: Vec<u64> = device_sim::phone::list_files(&report.old_phone)?
                 .into_iter()
                 .map(|(_, size)| size)
@@ -163,7 +182,9 @@ async fn main() -> anyhow::Result<()> {
             print_baseline(&measured);
             baseline = Some(measured);
         }
-        key_report = Some(report);
+        if key_reports.len() > 1 {
+            print_comparison(&key_reports, baseline.as_ref());
+        }
     }
     if matches!(command, Command::Demo | Command::PasswordFlow) {
         let fingerprint = vault_fingerprint(&cli)?;
@@ -187,13 +208,13 @@ async fn main() -> anyhow::Result<()> {
 
     if let Some(path) = &cli.report_json {
         let json = serde_json::json!({
-            "key_flow": key_report,
+            "key_flows": key_reports,
             "password_flow": password_report,
             "s3_baseline": baseline,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
     }
-    let mismatches: Vec<&String> = key_report
+    let mismatches: Vec<&String> = key_reports
         .iter()
         .flat_map(|r| &r.mismatches)
         .chain(password_report.iter().flat_map(|r| &r.mismatches))
@@ -279,7 +300,10 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn print_key_report(report: &KeyFlowReport) {
-    println!("64-digit key flow, account {}", report.account);
+    println!(
+        "64-digit key flow, account {}, storage {:?}",
+        report.account, report.storage
+    );
     println!(
         "  phone            {} files, {:.1} MiB (chat db {:.1} MiB, media {:.1} MiB)",
         report.files,
@@ -288,8 +312,9 @@ fn print_key_report(report: &KeyFlowReport) {
         mib(report.media_bytes)
     );
     println!(
-        "  uploaded         {:.1} MiB sealed",
-        mib(report.uploaded_bytes)
+        "  uploaded         {:.1} MiB sealed in {} S3 objects",
+        mib(report.uploaded_bytes),
+        report.uploaded_objects
     );
     println!(
         "  backup           {:.2} s  {:.1} MiB/s",
@@ -298,7 +323,7 @@ fn print_key_report(report: &KeyFlowReport) {
     );
     for day in &report.days {
         println!(
-            "  day {:<3} changed {:>7.1} KiB (db {:>6.1} KiB, media {:>6.1} KiB)  uploaded {:>7.1} KiB plain / {:>7.1} KiB sealed ({} of {} chunks, manifest {:.1} KiB)  {:.2} s",
+            "  day {:<3} changed {:>7.1} KiB (db {:>6.1} KiB, media {:>6.1} KiB)  uploaded {:>7.1} KiB plain / {:>7.1} KiB sealed ({} of {} chunks, manifest {:.1} KiB, {} objects)  {:.2} s",
             day.changed.day,
             kib(day.changed.changed_bytes),
             kib(day.changed.db_changed_bytes),
@@ -308,6 +333,7 @@ fn print_key_report(report: &KeyFlowReport) {
             day.uploaded_chunks,
             day.chunks,
             kib(day.manifest_bytes),
+            day.uploaded_objects,
             day.secs
         );
     }
@@ -327,6 +353,41 @@ fn print_key_report(report: &KeyFlowReport) {
 
 fn kib(bytes: u64) -> f64 {
     bytes as f64 / 1024.0
+}
+
+/// The flows of several storage formats side by side, raw S3 beside them.
+fn print_comparison(reports: &[KeyFlowReport], baseline: Option<&S3Baseline>) {
+    println!("side by side (same phone, same server, this run):");
+    println!(
+        "  {:<8} {:>9} {:>9} {:>8} {:>14} {:>9} {:>9}",
+        "storage", "backup s", "MiB/s", "objects", "daily objects", "restore s", "MiB/s"
+    );
+    for report in reports {
+        let daily: usize = report.days.iter().map(|d| d.uploaded_objects).sum();
+        let daily = daily as f64 / report.days.len().max(1) as f64;
+        println!(
+            "  {:<8} {:>9.2} {:>9.1} {:>8} {:>14.1} {:>9.2} {:>9.1}",
+            format!("{:?}", report.storage),
+            report.backup_secs,
+            report.backup_mib_per_sec(),
+            report.uploaded_objects,
+            daily,
+            report.restore_secs,
+            report.restore_mib_per_sec()
+        );
+    }
+    if let Some(raw) = baseline {
+        println!(
+            "  {:<8} {:>9.2} {:>9.1} {:>8} {:>14} {:>9.2} {:>9.1}",
+            "raw S3",
+            raw.put_secs,
+            mib_per_sec(raw.bytes, raw.put_secs),
+            "-",
+            "-",
+            raw.get_secs,
+            mib_per_sec(raw.bytes, raw.get_secs)
+        );
+    }
 }
 
 fn print_baseline(measured: &S3Baseline) {

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use account_token::{AccountId, Audience, Authority, BearerToken};
+use backup_client::packs::PackGatewayClient;
 use backup_client::vault::{KsfStrength, VaultClient, VaultError};
 use backup_client::{GatewayClient, GatewayError};
 
@@ -34,6 +35,16 @@ impl Services {
     /// The blob gateway, acting for `account`.
     pub fn gateway(&self, account: &AccountId) -> Result<GatewayClient, GatewayError> {
         GatewayClient::connect(
+            &self.gateway_endpoint,
+            &self.trust,
+            self.tokens(account, Audience::BlobGateway),
+        )
+        .map(|client| client.with_retry(self.retry.clone()))
+    }
+
+    /// The blob gateway's pack service (storage v3), acting for `account`.
+    pub fn pack_gateway(&self, account: &AccountId) -> Result<PackGatewayClient, GatewayError> {
+        PackGatewayClient::connect(
             &self.gateway_endpoint,
             &self.trust,
             self.tokens(account, Audience::BlobGateway),
