@@ -11,17 +11,20 @@
 //! them is small, so a restore reads whole packs when it needs all of them
 //! and never reads a pack's padding or header. Every chunk is opened (its
 //! AEAD binds account and id) and checked against its id before it is
-//! written at each place the files use it. Files are assembled in the v2
+//! written at each place the files use it; several ranges download at
+//! once and are opened and written on blocking threads (positioned writes),
+//! so the cores decrypt while the network fetches. Files are assembled in the v2
 //! staging directory and moved into place only when all verified. When
 //! the gateway becomes unreachable the staging directory stays (it is
 //! bound to the manifest digest); the next attempt keeps every staged file
 //! whose chunks all read back with their ids and fetches the rest.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use e2eb_proto::backup::v3::Manifest;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tracing::info;
 
 mod plan;
@@ -38,7 +41,7 @@ use crate::restore::staging::Staging;
 use crate::restore::{IntegrityFailure, RestoreError, RestoreReport, ensure_empty};
 use crate::seal::OpenError;
 use crate::vault::{BackupRef, VaultClient};
-use plan::{Needed, Plan};
+use plan::{Needed, Plan, Range};
 
 /// Ranges fetched ahead of the one being written.
 const DOWNLOAD_CONCURRENCY: usize = 4;
@@ -99,7 +102,7 @@ pub async fn restore_v3_any(
         gateway,
         &keys,
         &manifest,
-        (&plan, &done),
+        (plan, &done),
         &staging.dir,
         &mut report,
     )
@@ -164,7 +167,7 @@ async fn restore_files(
     gateway: &PackGatewayClient,
     keys: &PackKeys,
     manifest: &Manifest,
-    (plan, done): (&Plan, &[bool]),
+    (plan, done): (Plan, &[bool]),
     staging: &Path,
     report: &mut RestoreReport,
 ) -> Result<(), RestoreError> {
@@ -204,61 +207,36 @@ async fn restore_files(
             })?;
     }
 
-    let mut fetched = futures::stream::iter(&plan.ranges)
-        .map(|range| async move {
-            let bytes = gateway
-                .get_pack_range(&range.pack, range.offset, range.length)
-                .await;
-            (range, bytes)
+    // Ranges are fetched several at once; each is opened and written on a
+    // blocking thread, so decryption spreads over the cores while the next
+    // ranges download. Writes are positioned, so ranges land in any order.
+    let sink = Arc::new(Sink {
+        keys: keys.clone(),
+        names: manifest.files.iter().map(|f| f.path.clone()).collect(),
+        paths: paths.clone(),
+    });
+    let mut written = futures::stream::iter(plan.ranges)
+        .map(|range| {
+            let sink = sink.clone();
+            async move {
+                let bytes = gateway
+                    .get_pack_range(&range.pack, range.offset, range.length)
+                    .await
+                    .map_err(|error| sink.fetch_error(&range, error))?;
+                let downloaded = bytes.len() as u64;
+                let chunks = tokio::task::spawn_blocking(move || sink.write_range(&range, &bytes))
+                    .await
+                    .expect("writing a range does not panic")?;
+                Ok::<_, RestoreError>((downloaded, chunks))
+            }
         })
-        .buffered(DOWNLOAD_CONCURRENCY);
-    let mut writer = Writer::default();
-    while let Some((range, bytes)) = fetched.next().await {
-        let first_path = |chunk: &Needed| manifest.files[chunk.uses[0].0].path.as_str();
-        let bytes = match bytes {
-            Ok(bytes) => bytes,
-            Err(GatewayError::Oversized { .. }) => {
-                return Err(integrity(
-                    first_path(&range.chunks[0]),
-                    IntegrityFailure::Oversized,
-                ));
-            }
-            Err(GatewayError::NotFound(_)) => {
-                return Err(RestoreError::MissingFile {
-                    path: first_path(&range.chunks[0]).to_string(),
-                });
-            }
-            Err(other) => return Err(other.into()),
-        };
-        report.downloaded_bytes += bytes.len() as u64;
-        for chunk in &range.chunks {
-            let start = (chunk.offset - range.offset) as usize;
-            let end = start + chunk.sealed_length as usize;
-            let Some(sealed) = bytes.get(start..end) else {
-                return Err(integrity(
-                    first_path(chunk),
-                    IntegrityFailure::Open(OpenError::Truncated),
-                ));
-            };
-            let plain = keys
-                .open_chunk(&chunk.id, sealed, chunk.plain_length)
-                .map_err(|error| integrity(first_path(chunk), failure_of(error)))?;
-            report.downloaded_chunks += 1;
-            for &(file, at) in &chunk.uses {
-                writer
-                    .write_at(file, &paths[file], &manifest.files[file].path, at, &plain)
-                    .await?;
-            }
-        }
+        .buffer_unordered(DOWNLOAD_CONCURRENCY);
+    while let Some(outcome) = written.next().await {
+        let (downloaded, chunks) = outcome?;
+        report.downloaded_bytes += downloaded;
+        report.downloaded_chunks += chunks;
     }
 
-    writer
-        .finish()
-        .await
-        .map_err(|source| RestoreError::WriteDevice {
-            path: staging.display().to_string(),
-            source,
-        })?;
     for (file, path) in manifest.files.iter().zip(&paths) {
         let write_error = |source| RestoreError::WriteDevice {
             path: file.path.clone(),
@@ -337,50 +315,67 @@ fn failure_of(error: PackError) -> IntegrityFailure {
     }
 }
 
-/// Writes plaintext into the staged files, keeping the last file open:
-/// the chunks of a pack mostly follow file order, so most writes go to the
-/// file the previous one went to.
-#[derive(Default)]
-struct Writer {
-    open: Option<(usize, tokio::fs::File)>,
+/// Where opened chunks go: the staged files, and the keys to open them.
+struct Sink {
+    keys: PackKeys,
+    /// The files' staged paths and their names in the manifest, by index.
+    paths: Vec<PathBuf>,
+    names: Vec<String>,
 }
 
-impl Writer {
-    async fn write_at(
-        &mut self,
-        index: usize,
-        path: &Path,
-        name: &str,
-        at: u64,
-        plain: &[u8],
-    ) -> Result<(), RestoreError> {
-        let write_error = |source| RestoreError::WriteDevice {
-            path: name.to_string(),
-            source,
-        };
-        if self.open.as_ref().map(|(open, _)| *open) != Some(index) {
-            if let Some((_, mut previous)) = self.open.take() {
-                previous.flush().await.map_err(write_error)?;
-            }
-            let file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .await
-                .map_err(write_error)?;
-            self.open = Some((index, file));
-        }
-        let (_, file) = self.open.as_mut().expect("a file is open");
-        file.seek(std::io::SeekFrom::Start(at))
-            .await
-            .map_err(write_error)?;
-        file.write_all(plain).await.map_err(write_error)?;
-        Ok(())
+impl Sink {
+    fn first_path(&self, chunk: &Needed) -> &str {
+        &self.names[chunk.uses[0].0]
     }
 
-    async fn finish(mut self) -> std::io::Result<()> {
-        if let Some((_, mut file)) = self.open.take() {
-            file.flush().await?;
+    fn fetch_error(&self, range: &Range, error: GatewayError) -> RestoreError {
+        match error {
+            GatewayError::Oversized { .. } => integrity(
+                self.first_path(&range.chunks[0]),
+                IntegrityFailure::Oversized,
+            ),
+            GatewayError::NotFound(_) => RestoreError::MissingFile {
+                path: self.first_path(&range.chunks[0]).to_string(),
+            },
+            other => other.into(),
         }
-        Ok(())
+    }
+
+    /// Opens every chunk of one fetched range and writes it wherever the
+    /// files use it; returns the chunks opened. Keeps the last file open:
+    /// a pack's chunks mostly follow file order.
+    fn write_range(&self, range: &Range, bytes: &[u8]) -> Result<usize, RestoreError> {
+        use std::os::unix::fs::FileExt;
+        let mut open: Option<(usize, std::fs::File)> = None;
+        for chunk in &range.chunks {
+            let start = (chunk.offset - range.offset) as usize;
+            let end = start + chunk.sealed_length as usize;
+            let Some(sealed) = bytes.get(start..end) else {
+                return Err(integrity(
+                    self.first_path(chunk),
+                    IntegrityFailure::Open(OpenError::Truncated),
+                ));
+            };
+            let plain = self
+                .keys
+                .open_chunk(&chunk.id, sealed, chunk.plain_length)
+                .map_err(|error| integrity(self.first_path(chunk), failure_of(error)))?;
+            for &(file, at) in &chunk.uses {
+                let write_error = |source| RestoreError::WriteDevice {
+                    path: self.names[file].clone(),
+                    source,
+                };
+                if open.as_ref().map(|(index, _)| *index) != Some(file) {
+                    let handle = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&self.paths[file])
+                        .map_err(write_error)?;
+                    open = Some((file, handle));
+                }
+                let (_, handle) = open.as_ref().expect("a file is open");
+                handle.write_all_at(&plain, at).map_err(write_error)?;
+            }
+        }
+        Ok(range.chunks.len())
     }
 }
