@@ -12,6 +12,8 @@
 //! - [`seal_login_response`] / [`open_login_response`]: the extra layer the
 //!   vault puts around the sealed key blob after a successful login, under a
 //!   key from the OPAQUE session key.
+//! - [`blob`]: the `nonce || AES-256-GCM` blob every vault-side secret is
+//!   sealed in.
 //! - [`proof`]: proof of the backup key by an Ed25519 signature over a
 //!   fresh vault challenge (the message both sides build, and its check).
 //! - Lengths of every fixed-size field on the wire, and the `e2eb-reason`
@@ -21,15 +23,15 @@
 //! (`ServerLoginParameters::default()` / `ClientLoginFinishParameters` with
 //! `context: None`) and the default identifiers (the two public keys).
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::KeyInit;
 use argon2::{Algorithm, Argon2, Params, Version};
 use hkdf::Hkdf;
 use opaque_ke::generic_array::typenum::Unsigned;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+pub mod blob;
 pub mod proof;
 
 pub use argon2;
@@ -148,23 +150,15 @@ fn login_response_cipher(session_key: &[u8]) -> Aes256Gcm {
     Aes256Gcm::new_from_slice(key.as_ref()).expect("the key is 32 bytes")
 }
 
-/// Encrypts `sealed_key` for the client that finished a login:
-/// `nonce (12 bytes) || AES-256-GCM(key, nonce, sealed_key, aad = account)`,
-/// where `key = HKDF-SHA256(ikm = session_key, salt = none,
-/// info = LOGIN_RESPONSE_KEY_INFO)` and `account` is the account id's bytes.
+/// Encrypts `sealed_key` for the client that finished a login: a
+/// [`blob`] under `key = HKDF-SHA256(ikm = session_key, salt = none,
+/// info = LOGIN_RESPONSE_KEY_INFO)` with the account id's bytes as `aad`.
 pub fn seal_login_response(session_key: &[u8], account: &str, sealed_key: &[u8]) -> Vec<u8> {
-    let mut nonce = [0u8; NONCE_LEN];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let ciphertext = login_response_cipher(session_key)
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: sealed_key,
-                aad: account.as_bytes(),
-            },
-        )
-        .expect("AES-GCM encrypts any short message");
-    [nonce.as_slice(), &ciphertext].concat()
+    blob::seal(
+        &login_response_cipher(session_key),
+        account.as_bytes(),
+        sealed_key,
+    )
 }
 
 /// Reverses [`seal_login_response`]: returns the sealed key blob.
@@ -173,19 +167,13 @@ pub fn open_login_response(
     account: &str,
     encrypted: &[u8],
 ) -> Result<Vec<u8>, LoginResponseError> {
-    if encrypted.len() < NONCE_LEN {
-        return Err(LoginResponseError);
-    }
-    let (nonce, ciphertext) = encrypted.split_at(NONCE_LEN);
-    login_response_cipher(session_key)
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad: account.as_bytes(),
-            },
-        )
-        .map_err(|_| LoginResponseError)
+    blob::open(
+        &login_response_cipher(session_key),
+        account.as_bytes(),
+        encrypted,
+    )
+    .map(|plain| plain.to_vec())
+    .map_err(|_| LoginResponseError)
 }
 
 #[cfg(test)]

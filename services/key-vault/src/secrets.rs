@@ -8,14 +8,14 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::KeyInit;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use sha2::Sha256;
-use vault_suite::Suite;
 use vault_suite::opaque_ke::ServerSetup;
+use vault_suite::{Suite, blob};
 use zeroize::Zeroizing;
 
 use crate::sealing::{SealingError, SealingKeySource};
@@ -31,7 +31,6 @@ const ROW_MAC_DOMAIN: &[u8] = b"e2ebackup/vault/v2/row";
 const EPHEMERAL_MAC_DOMAIN: &[u8] = b"e2ebackup/vault/v2/ephemeral";
 /// Format 2: state key (32) || row key (32) || opaque-ke `ServerSetup`.
 const FORMAT: u8 = 2;
-const NONCE_LEN: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
@@ -154,20 +153,8 @@ impl VaultSecrets {
         version: &[u8; 16],
         state: &[u8],
     ) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        OsRng.fill_bytes(&mut nonce);
         let aad = login_state_aad(session, account, version);
-        let ciphertext = self
-            .state_cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: state,
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM encrypts any short message");
-        [nonce.as_slice(), &ciphertext].concat()
+        blob::seal(&self.state_cipher, &aad, state)
     }
 
     /// Reverses [`Self::seal_login_state`]; `None` if anything differs.
@@ -178,21 +165,8 @@ impl VaultSecrets {
         version: &[u8; 16],
         sealed: &[u8],
     ) -> Option<Zeroizing<Vec<u8>>> {
-        if sealed.len() < NONCE_LEN {
-            return None;
-        }
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let aad = login_state_aad(session, account, version);
-        self.state_cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .ok()
-            .map(Zeroizing::new)
+        blob::open(&self.state_cipher, &aad, sealed).ok()
     }
 }
 

@@ -4,17 +4,16 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::KeyInit;
 use hkdf::Hkdf;
-use rand::RngCore;
 use sha2::Sha256;
+use vault_suite::blob;
 use zeroize::Zeroizing;
 
 use crate::key::RootKey;
 
 const SEALED_KEY_INFO: &[u8] = b"e2e-backups v1 vault sealed backup key";
-const NONCE_LEN: usize = 12;
 
 /// A backup password. `Debug` is redacted; the text is zeroized on drop.
 #[derive(Clone)]
@@ -61,22 +60,11 @@ pub fn seal_root_keys(export_key: &[u8], account: &str, keys: &[&RootKey]) -> Ve
         (1..=MAX_SEALED_KEYS).contains(&keys.len()),
         "a sealed blob carries one or two keys"
     );
-    let mut nonce = [0u8; NONCE_LEN];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
     let mut plain = Zeroizing::new(Vec::with_capacity(32 * keys.len()));
     for key in keys {
         plain.extend_from_slice(key.expose_secret());
     }
-    let sealed = cipher(export_key)
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: &plain,
-                aad: account.as_bytes(),
-            },
-        )
-        .expect("AES-GCM encrypts 64 bytes");
-    [nonce.as_slice(), &sealed].concat()
+    blob::seal(&cipher(export_key), account.as_bytes(), &plain)
 }
 
 /// Opens a blob from [`seal_root_keys`]: the keys, current first.
@@ -85,21 +73,8 @@ pub fn unseal_root_keys(
     account: &str,
     sealed: &[u8],
 ) -> Result<Vec<RootKey>, UnsealError> {
-    if sealed.len() < NONCE_LEN + 16 {
-        return Err(UnsealError);
-    }
-    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-    let plain = Zeroizing::new(
-        cipher(export_key)
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: account.as_bytes(),
-                },
-            )
-            .map_err(|_| UnsealError)?,
-    );
+    let plain =
+        blob::open(&cipher(export_key), account.as_bytes(), sealed).map_err(|_| UnsealError)?;
     if plain.is_empty() || plain.len() % 32 != 0 || plain.len() / 32 > MAX_SEALED_KEYS {
         return Err(UnsealError);
     }

@@ -6,9 +6,10 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::KeyInit;
 use rand::RngCore;
+use vault_suite::blob;
 use zeroize::Zeroizing;
 
 use super::{NONCE_LEN, SealingError, SealingKeySource, SourceKind, frame, unframe};
@@ -81,35 +82,18 @@ impl SealingKeySource for FileSealingKey {
     }
 
     fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealingError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .expect("AES-GCM encrypts any short message");
-        Ok(frame(SourceKind::KeyFile, &nonce, &ciphertext))
+        let sealed = blob::seal(&self.cipher, aad, plaintext);
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce = nonce.try_into().expect("split at the nonce length");
+        Ok(frame(SourceKind::KeyFile, nonce, ciphertext))
     }
 
     fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealingError> {
-        let (nonce, ciphertext) = unframe(sealed, SourceKind::KeyFile, || self.describe())?;
-        self.cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad,
-                },
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| SealingError::DoesNotOpen {
-                source_name: self.describe(),
-            })
+        // The blob after the source byte, once the source is checked.
+        unframe(sealed, SourceKind::KeyFile, || self.describe())?;
+        blob::open(&self.cipher, aad, &sealed[1..]).map_err(|_| SealingError::DoesNotOpen {
+            source_name: self.describe(),
+        })
     }
 }
 

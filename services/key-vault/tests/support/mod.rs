@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use account_token::{AccountId, Audience, Authority, BearerToken};
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::KeyInit;
 use e2eb_proto::vault::v2 as pb;
 use e2eb_proto::vault::v2::key_vault_client::KeyVaultClient;
 use ed25519_dalek::Signer;
@@ -29,12 +29,12 @@ use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-use vault_suite::Suite;
 use vault_suite::opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ClientRegistration,
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
 };
 use vault_suite::proof::{ProofOperation, proof_message};
+use vault_suite::{Suite, blob};
 
 /// How a test proves it may change a record.
 #[derive(Clone)]
@@ -493,31 +493,17 @@ impl VaultClient {
 /// The device's sealing of `K`: AES-256-GCM under HKDF(export key), with the
 /// account id as associated data. The vault never holds the export key.
 pub fn seal_backup_key(export_key: &[u8], account: &str, backup_key: &[u8; 32]) -> Vec<u8> {
-    let mut nonce = [0u8; 12];
-    OsRng.fill_bytes(&mut nonce);
-    let ciphertext = backup_key_cipher(export_key)
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: backup_key,
-                aad: account.as_bytes(),
-            },
-        )
-        .unwrap();
-    [nonce.as_slice(), &ciphertext].concat()
+    blob::seal(
+        &backup_key_cipher(export_key),
+        account.as_bytes(),
+        backup_key,
+    )
 }
 
 pub fn open_backup_key(export_key: &[u8], account: &str, sealed: &[u8]) -> Option<Vec<u8>> {
-    let (nonce, ciphertext) = sealed.split_at(12);
-    backup_key_cipher(export_key)
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad: account.as_bytes(),
-            },
-        )
+    blob::open(&backup_key_cipher(export_key), account.as_bytes(), sealed)
         .ok()
+        .map(|plain| plain.to_vec())
 }
 
 fn backup_key_cipher(export_key: &[u8]) -> Aes256Gcm {
