@@ -401,3 +401,44 @@ async fn key_user_rotates_the_old_key_stops_working_and_disable_deletes_everythi
     let status = device.json(&["status"], "");
     assert_eq!(status["enabled"], false);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_user_rotates_on_v3_and_a_new_device_restores_with_the_same_password() {
+    let stack = Stack::start().await.unwrap();
+    let folder = stack.dir().join("my-folder");
+    make_folder(&folder);
+    let folder = folder.to_str().unwrap();
+    let line = "a password that outlives its key 4Kp\n";
+    let phone = Device {
+        stack: &stack,
+        account: "cli-pw-rotate",
+        dir: stack.dir().join("device"),
+    };
+    let enabled = phone.json(&with_fd(&["enable", "--password"]), line);
+    phone.json(&with_fd(&["backup", folder]), line);
+
+    let rotated = phone.json(&with_fd(&["rotate", folder]), line);
+    assert_eq!(rotated["generation"], 2);
+    assert_eq!(rotated["format"], 3);
+    assert_ne!(rotated["key_id"], enabled["key_id"], "{rotated}");
+    assert_eq!(
+        rotated["uploaded_chunks"], rotated["chunks"],
+        "all re-sealed"
+    );
+    assert!(rotated["deleted_packs"].as_u64().unwrap() > 0, "{rotated}");
+
+    let status = phone.json(&["status"], "");
+    assert_eq!(status["vouched"], "committed", "{status}");
+    assert_eq!(status["method"], "password");
+    assert_eq!(status["rotation_unfinished"], false);
+
+    let new_phone = Device {
+        stack: &stack,
+        account: "cli-pw-rotate",
+        dir: stack.dir().join("new-device"),
+    };
+    let restored = stack.dir().join("restored");
+    let report = new_phone.json(&with_fd(&["restore", restored.to_str().unwrap()]), line);
+    assert_eq!(report["key_id"], rotated["key_id"]);
+    assert_same_tree(Path::new(folder), &restored);
+}
