@@ -22,6 +22,9 @@
 //!
 //! Restoring with [`restore_any`](crate::restore::restore_any) picks whichever
 //! key the committed manifest names and reports which it used.
+//!
+//! Storage format v3 rotates with the same contract, the same errors and the
+//! same vault steps in [`crate::packs::rotate`].
 
 use std::path::Path;
 
@@ -50,7 +53,9 @@ pub enum RotateError {
     NotFinished(VaultError),
 }
 
-fn unsettled(old_key: &RootKey, new_key: &RootKey, source: BackupError) -> RotateError {
+/// The error of a rotation whose backup step failed (shared with v3's
+/// [`crate::packs::rotate`]).
+pub(crate) fn unsettled(old_key: &RootKey, new_key: &RootKey, source: BackupError) -> RotateError {
     RotateError::Unsettled {
         old_key_id: hex::encode(old_key.key_id()),
         new_key_id: hex::encode(new_key.key_id()),

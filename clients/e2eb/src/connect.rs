@@ -2,22 +2,39 @@
 //! device trusts, the pinned vault fingerprint, and the account's tokens
 //! (minted with the local stack's authority key, or read from token files
 //! minted elsewhere, one per service).
+//!
+//! Backups are in storage format v3 (packs); the v2 gateway client is kept
+//! only so that `disable` and `enable --start-over` also delete what an
+//! older `e2eb` stored in format v2.
 
 use std::sync::Arc;
 
 use account_token::{AccountId, Audience, BearerToken, Token};
 use anyhow::Context;
 use backup_client::GatewayClient;
+use backup_client::packs::PackGatewayClient;
 use backup_client::vault::{KsfStrength, VaultClient};
 
 use crate::cli::Global;
 use crate::secrets::usage;
 
-/// The account and its two service clients.
+/// The account and its service clients.
 pub struct Services {
     pub account: AccountId,
-    pub gateway: GatewayClient,
+    /// The gateway's pack API (storage format v3), used for everything.
+    pub gateway: PackGatewayClient,
+    /// The gateway's v2 API, used only to delete a v2 backup.
+    pub gateway_v2: GatewayClient,
     pub vault: VaultClient,
+}
+
+impl Services {
+    /// Deletes every stored object of the account, v3 and v2; how many.
+    pub async fn delete_backups(&self) -> Result<u64, backup_client::GatewayError> {
+        let v3 = self.gateway.delete_backup().await?;
+        let v2 = self.gateway_v2.delete_backup().await?;
+        Ok(v3 + v2)
+    }
 }
 
 /// The account named by --account / E2EB_ACCOUNT.
@@ -51,7 +68,8 @@ impl Services {
         } else {
             KsfStrength::Production
         };
-        let gateway = GatewayClient::connect(&global.gateway, &trust, gateway_token)?;
+        let gateway = PackGatewayClient::connect(&global.gateway, &trust, gateway_token.clone())?;
+        let gateway_v2 = GatewayClient::connect(&global.gateway, &trust, gateway_token)?;
         let vault = VaultClient::connect(
             &global.vault,
             &trust,
@@ -63,6 +81,7 @@ impl Services {
         Ok(Self {
             account,
             gateway,
+            gateway_v2,
             vault,
         })
     }

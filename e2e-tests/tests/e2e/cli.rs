@@ -1,7 +1,7 @@
 //! The `e2eb` command as a user runs it, against the real stack: the real
 //! binary in a child process with a cleared environment, secrets on stdin
 //! through `--password-fd 0`, results read from its `--json` output and
-//! its exit codes.
+//! its exit codes. `e2eb` stores its backups in format v3 (packs).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -111,7 +111,7 @@ fn assert_same_tree(original: &Path, restored: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn key_user_backs_up_restores_byte_equal_and_a_tampered_chunk_is_an_integrity_failure() {
+async fn key_user_backs_up_and_restores_byte_equal_on_a_new_device_with_the_64_digits() {
     let stack = Stack::start().await.unwrap();
     let folder = stack.dir().join("my-folder");
     make_folder(&folder);
@@ -149,6 +149,8 @@ async fn key_user_backs_up_restores_byte_equal_and_a_tampered_chunk_is_an_integr
     assert_eq!(status["method"], "key");
     assert_eq!(status["pointer"]["committed"], 1);
     assert_eq!(status["backup"]["generation"], 1);
+    assert_eq!(status["backup"]["format"], 3);
+    assert_eq!(status["backup"]["packs"], 1);
     assert_eq!(status["vouched"], "committed");
 
     // A new device that only has the 64 digits, typed in through --key-fd.
@@ -169,18 +171,41 @@ async fn key_user_backs_up_restores_byte_equal_and_a_tampered_chunk_is_an_integr
     let again = device.run(&["restore", restored.to_str().unwrap()], "");
     assert_eq!(again.status.code(), Some(USAGE), "{}", text(&again));
     assert!(text(&again).contains("not empty"), "{}", text(&again));
+}
 
-    // Flip a byte of the largest stored chunk: integrity failure, exit 5.
-    let chunks = stack.bucket_dir().join("accounts/cli-key/chunks");
-    let largest = std::fs::read_dir(&chunks)
+/// Flips one byte in the middle of the account's largest stored pack (the
+/// one holding the incompressible photo) in the local S3 data dir.
+fn tamper_with_largest_pack(stack: &Stack, account: &str) {
+    let packs = stack.bucket_dir().join(format!("v3/{account}/packs"));
+    let largest = std::fs::read_dir(&packs)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+        .expect("a stored pack");
     let mut bytes = std::fs::read(&largest).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&largest, &bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_pack_makes_restore_exit_with_the_integrity_code_and_leave_nothing() {
+    let stack = Stack::start().await.unwrap();
+    let folder = stack.dir().join("my-folder");
+    make_folder(&folder);
+    let device = Device {
+        stack: &stack,
+        account: "cli-tamper",
+        dir: stack.dir().join("device"),
+    };
+    device.json(&["key", "new"], "");
+    device.ok(&["enable", "--key"], "");
+    let backup = device.json(&["backup", folder.to_str().unwrap()], "");
+    assert_eq!(backup["format"], 3);
+    assert_eq!(backup["packs"], 1, "{backup}");
+
+    tamper_with_largest_pack(&stack, "cli-tamper");
     let target = stack.dir().join("restored-after-tampering");
     let tampered = device.run(&["restore", target.to_str().unwrap(), "--json"], "");
     assert_eq!(
@@ -191,6 +216,7 @@ async fn key_user_backs_up_restores_byte_equal_and_a_tampered_chunk_is_an_integr
     );
     let error = json_of(&tampered);
     assert_eq!(error["error"]["kind"], "integrity");
+    assert_eq!(error["error"]["exit_code"], INTEGRITY);
     assert!(
         error["error"]["message"]
             .as_str()
@@ -366,14 +392,53 @@ async fn key_user_rotates_the_old_key_stops_working_and_disable_deletes_everythi
     let disabled = device.json(&["disable", "--yes"], "");
     assert!(disabled["deleted_objects"].as_u64().unwrap() > 0);
     assert!(!key_file.exists());
-    assert!(
-        stack
-            .list_bucket("accounts/cli-rotate/")
-            .await
-            .unwrap()
-            .is_empty(),
-        "no object of the account is left"
-    );
+    for prefix in ["v3/cli-rotate/", "accounts/cli-rotate/"] {
+        assert!(
+            stack.list_bucket(prefix).await.unwrap().is_empty(),
+            "no object of the account is left under {prefix}"
+        );
+    }
     let status = device.json(&["status"], "");
     assert_eq!(status["enabled"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_user_rotates_on_v3_and_a_new_device_restores_with_the_same_password() {
+    let stack = Stack::start().await.unwrap();
+    let folder = stack.dir().join("my-folder");
+    make_folder(&folder);
+    let folder = folder.to_str().unwrap();
+    let line = "a password that outlives its key 4Kp\n";
+    let phone = Device {
+        stack: &stack,
+        account: "cli-pw-rotate",
+        dir: stack.dir().join("device"),
+    };
+    let enabled = phone.json(&with_fd(&["enable", "--password"]), line);
+    phone.json(&with_fd(&["backup", folder]), line);
+
+    let rotated = phone.json(&with_fd(&["rotate", folder]), line);
+    assert_eq!(rotated["generation"], 2);
+    assert_eq!(rotated["format"], 3);
+    assert_ne!(rotated["key_id"], enabled["key_id"], "{rotated}");
+    assert_eq!(
+        rotated["uploaded_chunks"], rotated["chunks"],
+        "all re-sealed"
+    );
+    assert!(rotated["deleted_packs"].as_u64().unwrap() > 0, "{rotated}");
+
+    let status = phone.json(&["status"], "");
+    assert_eq!(status["vouched"], "committed", "{status}");
+    assert_eq!(status["method"], "password");
+    assert_eq!(status["rotation_unfinished"], false);
+
+    let new_phone = Device {
+        stack: &stack,
+        account: "cli-pw-rotate",
+        dir: stack.dir().join("new-device"),
+    };
+    let restored = stack.dir().join("restored");
+    let report = new_phone.json(&with_fd(&["restore", restored.to_str().unwrap()]), line);
+    assert_eq!(report["key_id"], rotated["key_id"]);
+    assert_same_tree(Path::new(folder), &restored);
 }

@@ -8,6 +8,7 @@ mod key_backup;
 mod packs_v3;
 mod resilience;
 mod rotation;
+mod rotation_v3;
 mod trust_storage;
 mod trust_tokens;
 mod trust_vault;

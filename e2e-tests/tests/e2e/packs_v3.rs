@@ -26,7 +26,7 @@ use crate::key_backup::small_phone;
 const ALICE: &str = "alice";
 
 /// A stack whose gateway allows what several generations of packs need.
-async fn stack() -> Stack {
+pub(crate) async fn stack() -> Stack {
     let mut stack = Stack::start().await.unwrap();
     stack.kill("blob-gateway");
     stack.gateway_env = vec![("BLOB_GATEWAY_QUOTA_BYTES".into(), (64u64 << 20).to_string())];
@@ -34,7 +34,7 @@ async fn stack() -> Stack {
     stack
 }
 
-fn client(stack: &Stack, account: &str) -> PackGatewayClient {
+pub(crate) fn client(stack: &Stack, account: &str) -> PackGatewayClient {
     PackGatewayClient::connect(
         &stack.gateway_endpoint(),
         &stack.trust,

@@ -8,7 +8,8 @@
 //! - [`manifest`]: the sealed v3 manifest;
 //! - [`gateway`]: the client of the gateway's pack API;
 //! - [`backup`] and [`restore`]: the operations, framed by the key vault's
-//!   backup pointer as in v2.
+//!   backup pointer as in v2;
+//! - [`rotate`]: key rotation, v2's contract over packs.
 //!
 //! Padding lengths come from the workspace's `padme` crate, the very
 //! function the gateway checks sizes with, so the two cannot disagree.
@@ -18,7 +19,9 @@ pub mod gateway;
 pub mod manifest;
 pub mod pack;
 pub mod restore;
+pub mod rotate;
 
 pub use backup::{PackBackupOptions, PackBackupReport, back_up_v3, back_up_v3_with};
 pub use gateway::PackGatewayClient;
 pub use restore::{restore_v3, restore_v3_any};
+pub use rotate::{finish_rotation_v3, rotate_key_v3, rotate_key_v3_with, rotate_key_with_vault_v3};

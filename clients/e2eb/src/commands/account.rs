@@ -2,8 +2,9 @@
 //! backups, show the status, change the password, disable backups.
 
 use backup_client::RootKey;
+use backup_client::freshness;
+use backup_client::packs::manifest;
 use backup_client::vault::{Proof, VaultError};
-use backup_client::{freshness, manifest};
 use serde_json::{Value, json};
 
 use super::{Credential, Session, key_id};
@@ -47,7 +48,7 @@ pub async fn enable(
     let path = session.files.current();
     if start_over {
         session.services.vault.start_over().await?;
-        session.services.gateway.delete_backup().await?;
+        session.services.delete_backups().await?;
     }
     if with_password {
         if path.exists() {
@@ -140,7 +141,10 @@ pub async fn status(session: &Session) -> anyhow::Result<Report> {
     let vouched = match &served {
         None => freshness::judge(&pointer, None).map(|_| "none"),
         Some(backup) => {
-            let sealed = services.gateway.get_manifest(backup.generation).await?;
+            let sealed = services
+                .gateway
+                .get_manifest(backup.generation, backup.manifest_size)
+                .await?;
             let served_ref = backup_client::vault::BackupRef {
                 generation: backup.generation,
                 manifest_digest: manifest::digest(&sealed),
@@ -153,17 +157,22 @@ pub async fn status(session: &Session) -> anyhow::Result<Report> {
         }
     };
     if let Some(backup) = &served {
+        // Storage format v3: the gateway sees packs, never chunks, so
+        // "chunks" stays in the object for scripts but is null.
         json["backup"] = json!({
             "generation": backup.generation,
             "committed_at": backup.committed_at,
-            "chunks": backup.chunk_count,
+            "chunks": Value::Null,
+            "packs": backup.packs.len(),
             "stored_bytes": backup.stored_bytes,
+            "uncommitted_bytes": backup.uncommitted_bytes,
             "manifest_bytes": backup.manifest_size,
+            "format": 3,
         });
         report = report.line(format!(
-            "backup     generation {}, {} chunks, {} stored (manifest {})",
+            "backup     generation {}, {} packs, {} stored (manifest {})",
             backup.generation,
-            backup.chunk_count,
+            backup.packs.len(),
             bytes(backup.stored_bytes),
             bytes(backup.manifest_size),
         ));
@@ -221,7 +230,7 @@ pub async fn disable(session: &mut Session, confirmed: bool) -> anyhow::Result<R
         Credential::Password { recovered, .. } => Proof::LoginTicket(&recovered.ticket),
     };
     session.services.vault.delete(proof).await?;
-    let deleted = session.services.gateway.delete_backup().await?;
+    let deleted = session.services.delete_backups().await?;
     for path in [session.files.current(), session.files.next()] {
         match std::fs::remove_file(&path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {

@@ -1,10 +1,11 @@
-//! Commands that move the folder's data: back up, restore, rotate the key.
+//! Commands that move the folder's data: back up, restore, rotate the key,
+//! all in storage format v3 (packs).
 
 use std::path::Path;
 use std::time::Instant;
 
-use backup_client::rotate;
-use backup_client::{BackupReport, RootKey};
+use backup_client::RootKey;
+use backup_client::packs::{self, PackBackupReport};
 use serde_json::json;
 
 use super::{Credential, Session, key_id};
@@ -18,19 +19,27 @@ fn check_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn backup_report(session: &Session, title: &str, report: &BackupReport, secs: f64) -> Report {
+/// The v2 keys stay for scripts: "uploaded_chunks" counts the chunks sealed
+/// into new packs, and "deleted_chunks" is null (the gateway deletes packs,
+/// counted in "deleted_packs").
+fn backup_report(session: &Session, title: &str, report: &PackBackupReport, secs: f64) -> Report {
     let out = session.out;
     Report::new(json!({
         "ok": true,
+        "format": 3,
         "generation": report.generation,
         "files": report.files,
         "plain_bytes": report.plain_bytes,
         "chunks": report.chunks,
-        "uploaded_chunks": report.uploaded_chunks,
-        "uploaded_plain_bytes": report.uploaded_plain_bytes,
+        "uploaded_chunks": report.new_chunks,
+        "uploaded_plain_bytes": report.new_plain_bytes,
         "uploaded_bytes": report.uploaded_bytes,
         "manifest_bytes": report.manifest_bytes,
-        "deleted_chunks": report.deleted_chunks,
+        "deleted_chunks": serde_json::Value::Null,
+        "resumed_chunks": report.resumed_chunks,
+        "packs": report.packs,
+        "uploaded_packs": report.uploaded_packs,
+        "deleted_packs": report.deleted_packs,
         "pointer_confirmed": report.pointer_confirmed,
         "settled_generation": report.settled_generation,
         "secs": secs,
@@ -43,9 +52,10 @@ fn backup_report(session: &Session, title: &str, report: &BackupReport, secs: f6
         bytes(report.plain_bytes)
     ))
     .line(format!(
-        "  sent {} of {} chunks ({} sealed), {:.1} s",
-        report.uploaded_chunks,
-        report.chunks,
+        "  sent {} of {} chunks in {} packs ({} sealed), {:.1} s",
+        report.new_chunks,
+        report.distinct_chunks,
+        report.uploaded_packs,
         bytes(report.uploaded_bytes),
         secs
     ))
@@ -69,21 +79,18 @@ pub async fn backup(session: &mut Session, dir: &Path) -> anyhow::Result<Report>
             recovered,
         } if recovered.previous.is_some() => {
             let previous = recovered.previous.as_ref().expect("checked");
-            let report = backup_client::back_up_with_signer(
+            packs::rotate::finish_rotation_v3(
                 gateway,
                 vault,
+                password,
                 account,
-                &recovered.key,
                 previous,
+                &recovered.key,
                 dir,
             )
-            .await?;
-            rotate::finish_with_vault(vault, password, &recovered.key).await?;
-            report
+            .await?
         }
-        credential => {
-            backup_client::back_up(gateway, vault, account, credential.key(), dir).await?
-        }
+        credential => packs::back_up_v3(gateway, vault, account, credential.key(), dir).await?,
     };
     Ok(backup_report(
         session,
@@ -108,7 +115,7 @@ pub async fn restore(session: &mut Session, dir: &Path) -> anyhow::Result<Report
         let _spinner = session
             .out
             .progress(&format!("restoring into {}", dir.display()));
-        backup_client::restore_any(
+        packs::restore_v3_any(
             &session.services.gateway,
             &session.services.vault,
             session.account(),
@@ -178,7 +185,7 @@ pub async fn rotate(session: &mut Session, dir: &Path) -> anyhow::Result<Report>
                 let _spinner = session
                     .out
                     .progress("re-encrypting the backup under the new key");
-                rotate::rotate_key(gateway, vault, account, &old_key, &new_key, dir).await?
+                packs::rotate_key_v3(gateway, vault, account, &old_key, &new_key, dir).await?
             };
             std::fs::rename(&next_path, session.files.current())?;
             let secs = started.elapsed().as_secs_f64();
@@ -198,20 +205,20 @@ pub async fn rotate(session: &mut Session, dir: &Path) -> anyhow::Result<Report>
             let (new_key, report) = match &recovered.previous {
                 // A rotation that stopped half-way: finish it.
                 Some(previous) => {
-                    let report = backup_client::back_up_with_signer(
+                    let report = packs::rotate::finish_rotation_v3(
                         gateway,
                         vault,
+                        &password,
                         account,
-                        &recovered.key,
                         previous,
+                        &recovered.key,
                         dir,
                     )
                     .await?;
-                    rotate::finish_with_vault(vault, &password, &recovered.key).await?;
                     (recovered.key, report)
                 }
                 None => {
-                    rotate::rotate_key_with_vault(
+                    packs::rotate_key_with_vault_v3(
                         gateway,
                         vault,
                         &password,
