@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use account_token::AccountId;
-use backup_client::packs::{PackGatewayClient, back_up_v3, restore_v3};
+use backup_client::packs::{PackGatewayClient, back_up_v3, restore_v3, rotate_key_v3};
 use backup_client::vault::{KsfStrength, VaultClient, VaultError};
 use backup_client::{GatewayClient, RestoreReport, RootKey};
 use serde::Serialize;
@@ -42,7 +42,7 @@ pub struct KeyFlow<'a> {
     /// Days of activity after the first backup, each ending in a backup.
     pub days: u32,
     pub activity: DayActivity,
-    /// Rotate the key after the last day (v2 only for now).
+    /// Rotate the key after the last day.
     pub rotate: bool,
     pub storage: Storage,
 }
@@ -109,6 +109,26 @@ impl Gateway {
         match self {
             Self::V2(gateway) => backup_client::restore(gateway, vault, account, key, target).await,
             Self::V3(gateway) => restore_v3(gateway, vault, account, key, target).await,
+        }
+    }
+
+    async fn rotate(
+        &self,
+        vault: &VaultClient,
+        account: &str,
+        old: &RootKey,
+        new: &RootKey,
+        phone: &Path,
+    ) -> Result<(), backup_client::rotate::RotateError> {
+        match self {
+            Self::V2(gateway) => {
+                backup_client::rotate::rotate_key(gateway, vault, account, old, new, phone)
+                    .await
+                    .map(drop)
+            }
+            Self::V3(gateway) => rotate_key_v3(gateway, vault, account, old, new, phone)
+                .await
+                .map(drop),
         }
     }
 
@@ -249,16 +269,18 @@ impl KeyFlow<'_> {
         // (and with it the old key's use) is gone.
         let mut rotation_secs = None;
         let mut shown = shown;
-        if let (true, Gateway::V2(gateway)) = (self.rotate, &gateway) {
+        if self.rotate {
             let started = Instant::now();
             let new_key = RootKey::generate();
             shown = new_key.to_display_digits();
-            backup_client::rotate::rotate_key(gateway, &vault, account, &key, &new_key, &old_phone)
+            gateway
+                .rotate(&vault, account, &key, &new_key, &old_phone)
                 .await?;
             rotation_secs = Some(started.elapsed().as_secs_f64());
             let old_key_target = self.work_dir.join(format!("old-key-{account}"));
-            let refused =
-                backup_client::restore(gateway, &vault, account, &key, &old_key_target).await;
+            let refused = gateway
+                .restore(&vault, account, &key, &old_key_target)
+                .await;
             anyhow::ensure!(
                 matches!(refused, Err(backup_client::RestoreError::OtherKey { .. })),
                 "the old key must be refused after rotation: {refused:?}"

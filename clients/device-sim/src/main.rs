@@ -82,7 +82,7 @@ struct Cli {
     no_rotate: bool,
     /// Storage format(s) of the 64-digit key flow, comma-separated; with
     /// several, the flow runs once in each (same phone) and a table puts
-    /// them side by side (key rotation runs on v2 only, for now).
+    /// them side by side.
     #[arg(
         long,
         value_enum,
