@@ -49,7 +49,7 @@ const FAILOVER_BUDGET: Duration = Duration::from_secs(4);
 /// Extra lease time beyond an item's expiry (the vault checks the expiry
 /// itself; the lease only garbage-collects).
 const LEASE_SLACK_SECS: i64 = 30;
-/// Bytes of the random id each row write carries (see [`EtcdStore::put_row`]).
+/// Bytes of the random id each row write carries (see `put_row_as`).
 const WRITE_ID_LEN: usize = 16;
 
 /// A vault record store on an etcd cluster.
