@@ -20,7 +20,6 @@ use std::path::Path;
 use e2eb_proto::backup::v2::{FileEntry, Manifest};
 use futures::StreamExt;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-use tracing::info;
 
 use crate::chunking::{ChunkId, ChunkIds};
 use crate::device_files;
@@ -171,24 +170,7 @@ pub async fn restore_any(
         ..RestoreReport::default()
     };
     let outcome = restore_files(&reader, &manifest, &staging.dir, &mut report).await;
-    match outcome {
-        Ok(()) => {
-            staging.commit(target)?;
-            info!(
-                generation = report.generation,
-                files = report.files,
-                bytes = report.bytes,
-                "restore verified"
-            );
-            Ok(report)
-        }
-        // Unreachable gateway: keep the verified work for the next attempt.
-        Err(RestoreError::Gateway(error)) if error.is_retryable() => Err(error.into()),
-        Err(other) => {
-            staging.discard();
-            Err(other)
-        }
-    }
+    staging.finish(target, outcome, report)
 }
 
 /// Opens the sealed manifest with the first of `keys` that made it.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use e2eb_proto::backup::v2::FileEntry;
 use tokio::io::AsyncReadExt;
 
-use super::RestoreError;
+use super::{RestoreError, RestoreReport};
 use crate::chunking::{ChunkId, ChunkIds};
 
 const MARKER: &str = ".e2eb-restoring";
@@ -61,6 +61,34 @@ impl Staging {
 
     pub(crate) fn discard(self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Ends a restore whose files were written here: on success the
+    /// staging directory becomes `target`; when the gateway could not be
+    /// reached it stays for the next attempt; any other failure discards it.
+    pub(crate) fn finish(
+        self,
+        target: &Path,
+        outcome: Result<(), RestoreError>,
+        report: RestoreReport,
+    ) -> Result<RestoreReport, RestoreError> {
+        match outcome {
+            Ok(()) => {
+                self.commit(target)?;
+                tracing::info!(
+                    generation = report.generation,
+                    files = report.files,
+                    bytes = report.bytes,
+                    "restore verified"
+                );
+                Ok(report)
+            }
+            Err(RestoreError::Gateway(error)) if error.is_retryable() => Err(error.into()),
+            Err(other) => {
+                self.discard();
+                Err(other)
+            }
+        }
     }
 }
 

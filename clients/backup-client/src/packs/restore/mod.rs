@@ -25,7 +25,6 @@ use std::sync::Arc;
 use e2eb_proto::backup::v3::Manifest;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
-use tracing::info;
 
 mod plan;
 
@@ -107,24 +106,7 @@ pub async fn restore_v3_any(
         &mut report,
     )
     .await;
-    match outcome {
-        Ok(()) => {
-            staging.commit(target)?;
-            info!(
-                generation = report.generation,
-                files = report.files,
-                bytes = report.bytes,
-                "v3 restore verified"
-            );
-            Ok(report)
-        }
-        // Unreachable gateway: keep the staging directory for a new attempt.
-        Err(RestoreError::Gateway(error)) if error.is_retryable() => Err(error.into()),
-        Err(other) => {
-            staging.discard();
-            Err(other)
-        }
-    }
+    staging.finish(target, outcome, report)
 }
 
 fn open_with_any<'k>(
